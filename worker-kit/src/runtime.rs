@@ -1,0 +1,174 @@
+//! Loading the ONNX Runtime shared library and creating sessions on an explicit device.
+//!
+//! Every failure names the path involved and what to do; nothing here panics on a missing or
+//! wrong library. The CUDA execution provider is always registered with error-on-failure, so a
+//! session never silently falls back to the CPU.
+
+use std::path::{Path, PathBuf};
+
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use swictation_proto::{Device, ErrorKind};
+
+/// Why the ONNX Runtime library could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No file at the configured path.
+    #[error("ONNX Runtime library not found at {0}: run deploy/setup.sh, or point --ort-lib / SWICTATION_ORT_LIB at libonnxruntime.so (1.31 or newer)")]
+    Missing(PathBuf),
+    /// The file exists but could not be loaded (wrong version, wrong architecture, not a library).
+    #[error("cannot load ONNX Runtime from {path}: {reason}. swictation needs ONNX Runtime 1.31 or newer; run deploy/setup.sh for a known-good copy")]
+    Load { path: PathBuf, reason: String },
+}
+
+/// Why a model session could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The model file does not exist.
+    #[error("model file not found: {0}: run deploy/setup.sh, or point --model at a directory holding it")]
+    Missing(PathBuf),
+    /// The requested execution provider could not be registered.
+    #[error("cannot run {path} on {device}: {reason}")]
+    Provider { path: PathBuf, device: Device, reason: String },
+    /// ONNX Runtime refused the file (corrupt, truncated, wrong format).
+    #[error("cannot load model {path}: {reason}. The file may be corrupt: run deploy/setup.sh to re-verify it")]
+    Load { path: PathBuf, reason: String },
+}
+
+/// A loaded ONNX Runtime library and its one environment for this process.
+pub struct Runtime {
+    env: ort::environment::Environment,
+    version: String,
+    threads: usize,
+}
+
+impl Runtime {
+    /// Load the library at `lib`; `threads` is the intra-op thread count for every session.
+    pub fn load(lib: &Path, threads: usize) -> Result<Self, RuntimeError> {
+        if !lib.is_file() {
+            return Err(RuntimeError::Missing(lib.to_path_buf()));
+        }
+        let load_err = |reason: String| RuntimeError::Load { path: lib.to_path_buf(), reason };
+        let builder = ort::init_from(lib).map_err(|e| load_err(e.to_string()))?;
+        let env = builder
+            .with_name("swictation")
+            .build()
+            .map_err(|e| load_err(e.to_string()))?;
+        let version = ort::info()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .find_map(|part| part.strip_prefix("git-branch=rel-"))
+            .unwrap_or("unknown")
+            .to_string();
+        Ok(Self { env, version, threads: threads.max(1) })
+    }
+
+    /// The library's version, e.g. `1.32.0`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Create a session for the model at `path` on `device`, or say exactly why not.
+    pub fn session(&self, path: &Path, device: Device) -> Result<Session, ModelError> {
+        if !path.is_file() {
+            return Err(ModelError::Missing(path.to_path_buf()));
+        }
+        let load = |reason: String| ModelError::Load { path: path.to_path_buf(), reason };
+        let mut builder = Session::builder(&self.env)
+            .map_err(|e| load(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| load(e.to_string()))?
+            .with_intra_threads(self.threads)
+            .map_err(|e| load(e.to_string()))?
+            .with_inter_threads(1)
+            .map_err(|e| load(e.to_string()))?;
+        if let Device::Cuda(n) = device {
+            let ep = ort::ep::CUDA::default()
+                .with_device_id(n as i32)
+                .build()
+                .error_on_failure();
+            builder = builder.with_execution_providers([ep]).map_err(|e| ModelError::Provider {
+                path: path.to_path_buf(),
+                device,
+                reason: e.to_string(),
+            })?;
+        }
+        builder.commit_from_file(path).map_err(|e| {
+            let reason = e.to_string();
+            if device != Device::Cpu && classify_message(&reason) != ErrorKind::Inference {
+                ModelError::Provider { path: path.to_path_buf(), device, reason }
+            } else {
+                load(reason)
+            }
+        })
+    }
+}
+
+/// Classify an ONNX Runtime / CUDA error message: a sticky CUDA fault, an allocation failure,
+/// or an ordinary inference error.
+pub fn classify_message(msg: &str) -> ErrorKind {
+    let m = msg.to_ascii_lowercase();
+    const CUDA: &[&str] = &[
+        "unspecified launch failure",
+        "illegal memory access",
+        "cudaerrorillegaladdress",
+        "cudaerrorlaunchfailure",
+        "cuda_error_launch_failed",
+        "cuda_error_illegal_address",
+        "cublas_status_execution_failed",
+        "cuda failure 719",
+        "cuda failure 700",
+    ];
+    const OOM: &[&str] = &[
+        "out of memory",
+        "cudaerrormemoryallocation",
+        "failed to allocate memory",
+        "bfcarena",
+        "std::bad_alloc",
+        "cublas_status_alloc_failed",
+    ];
+    if CUDA.iter().any(|s| m.contains(s)) {
+        ErrorKind::CudaFault
+    } else if OOM.iter().any(|s| m.contains(s)) {
+        ErrorKind::OutOfMemory
+    } else {
+        ErrorKind::Inference
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_classified() {
+        let table = [
+            ("CUDA failure 719: unspecified launch failure ; GPU=0", ErrorKind::CudaFault),
+            ("CUDA error cudaErrorIllegalAddress:an illegal memory access was encountered", ErrorKind::CudaFault),
+            ("Failed to allocate memory for requested buffer of size 123", ErrorKind::OutOfMemory),
+            ("CUDA error cudaErrorMemoryAllocation:out of memory", ErrorKind::OutOfMemory),
+            ("Got invalid dimensions for input: input for the following indices", ErrorKind::Inference),
+        ];
+        for (msg, want) in table {
+            assert_eq!(classify_message(msg), want, "{msg}");
+        }
+    }
+
+    #[test]
+    fn missing_library_names_the_path() {
+        let err = Runtime::load(Path::new("/nonexistent/libonnxruntime.so"), 1).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent/libonnxruntime.so"), "{text}");
+        assert!(text.contains("deploy/setup.sh"), "{text}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_library_is_an_error_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("swictation-kit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("libonnxruntime.so");
+        std::fs::write(&fake, b"not a library").unwrap();
+        let err = Runtime::load(&fake, 1).err().unwrap();
+        assert!(matches!(err, RuntimeError::Load { .. }), "{err}");
+        assert!(err.to_string().contains(fake.to_str().unwrap()));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
