@@ -169,6 +169,8 @@ pub enum ErrorKind {
     CudaFault,
     /// A device or host allocation failed.
     OutOfMemory,
+    /// The runtime library or the model could not be loaded; the worker exits after reporting.
+    Load,
 }
 
 /// A structured error from a worker.
@@ -213,6 +215,8 @@ pub mod exit_code {
     pub const PROVIDER: i32 = 5;
     /// The supervisor's socket could not be reached or the handshake failed.
     pub const CONNECT: i32 = 6;
+    /// The request stream lost its framing (oversized or truncated frame).
+    pub const PROTOCOL: i32 = 7;
     /// A sticky CUDA error poisoned the process's context.
     pub const CUDA_FAULT: i32 = 70;
     /// An allocation failed (device or host).
