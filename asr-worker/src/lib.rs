@@ -1,1 +1,12 @@
-//! placeholder
+//! The swictation ASR worker's models: speech-to-text that runs in the worker process.
+//!
+//! The worker loop (in the binary) only sees [`SpeechModel`]; [`Moonshine`] is the one family
+//! implemented so far.
+
+pub mod model;
+pub mod moonshine;
+pub mod tokenizer;
+
+pub use model::{InferenceError, SpeechModel, Transcription};
+pub use moonshine::Moonshine;
+pub use tokenizer::Tokenizer;

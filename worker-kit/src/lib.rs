@@ -141,20 +141,4 @@ pub fn inference_error(id: u64, message: String) -> Reply {
     error(Some(id), classify_message(&message), message)
 }
 
-/// Locate the data `deploy/setup.sh` installs (`$SWICTATION_DATA_DIR`, else XDG data dir).
-pub fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SWICTATION_DATA_DIR") {
-        return d.into();
-    }
-    let base = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
-    });
-    base.join("swictation")
-}
-
-/// The ONNX Runtime library `deploy/setup.sh` installs, unless `SWICTATION_ORT_LIB` says otherwise.
-pub fn default_ort_lib() -> PathBuf {
-    std::env::var_os("SWICTATION_ORT_LIB")
-        .map(Into::into)
-        .unwrap_or_else(|| data_dir().join("onnxruntime/libonnxruntime.so.1.32.0"))
-}
+pub use swictation_proto::paths::{data_dir, ort_lib as default_ort_lib};

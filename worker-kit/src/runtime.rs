@@ -53,11 +53,14 @@ impl Runtime {
             .with_name("swictation")
             .build()
             .map_err(|e| load_err(e.to_string()))?;
-        let version = ort::info()
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .find_map(|part| part.strip_prefix("git-branch=rel-"))
-            .unwrap_or("unknown")
-            .to_string();
+        // The loaded library passed ort's own version check (>= 1.31); its soname carries the
+        // exact version (`libonnxruntime.so.1.32.0`), which is what status should show.
+        let real = std::fs::canonicalize(lib).unwrap_or_else(|_| lib.to_path_buf());
+        let version = real
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once(".so.").map(|(_, v)| v.to_string()))
+            .unwrap_or_else(|| "1.31+".to_string());
         Ok(Self { env, version, threads: threads.max(1) })
     }
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# test.sh: everything the tests need, then every test. Safe to run again (setup is cached).
+#
+#   deploy/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo >/dev/null || { echo "test: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+deploy/setup.sh
+eval "$(deploy/setup.sh --print)"
+export SWICTATION_DATA_DIR SWICTATION_ORT_LIB
+# The end-to-end tests start the real binaries of the same profile.
+cargo build --release --workspace --bins
+cargo test --release --workspace --no-fail-fast

@@ -1,0 +1,1209 @@
+//! The daemon's configuration file: TOML at `$XDG_CONFIG_HOME/swictation/config.toml`.
+//!
+//! Every key is optional and has a default, so a missing file, an empty file and a file with
+//! one section are all valid. Unknown keys are errors rather than warnings: a misspelt key that
+//! silently does nothing is the worst kind of configuration bug. Every error names the file and
+//! the dotted key path (`vad.start_threshold`), and the line where the parser knows it.
+//!
+//! [`Config::default_toml`] renders the documented default file (`swictation config default`,
+//! `deploy/config.example.toml`) from the same [`Config::default`] the daemon uses, so the two
+//! cannot drift apart; the key descriptions come from [`SCHEMA`], which a unit test keeps in step
+//! with the structs.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use swictation_proto::Device;
+
+use crate::segmenter::{SegmenterConfig, MAX_SEGMENT_LIMIT_MS};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[audio]`: the microphone.
+    pub audio: AudioConfig,
+    /// `[vad]`: voice activity detection and speech segmentation.
+    pub vad: VadConfig,
+    /// `[asr]`: the speech recogniser.
+    pub asr: AsrConfig,
+    /// `[runtime]`: where the workers, ONNX Runtime and the models are.
+    pub runtime: RuntimeConfig,
+    /// `[output]`: where transcripts go.
+    pub output: OutputConfig,
+    /// `[gpu]`: GPU memory pressure thresholds.
+    pub gpu: GpuConfig,
+    /// `[supervision]`: worker restart policy.
+    pub supervision: SupervisionConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+}
+
+/// `[audio]`: the microphone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    /// Input device name as the audio backend lists it. Default: none (the system's default input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Audio kept from before speech starts, so the first syllable is not clipped. Default 300.
+    pub pre_roll_ms: u32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            device: None,
+            pre_roll_ms: 300,
+        }
+    }
+}
+
+/// `[vad]`: voice activity detection (Silero) and speech segmentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VadConfig {
+    /// Where the VAD runs: `cpu`, `cuda` or `cuda:N`. Default `cpu` (it is tiny; the GPU buys nothing).
+    #[serde(with = "device_str")]
+    pub device: Device,
+    /// Silero VAD model file. Default: none (the installed `silero-vad/silero_vad.onnx`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// A frame with speech probability at or above this starts speech. Default 0.5.
+    pub start_threshold: f32,
+    /// While in speech, a frame below this counts as silence (hysteresis). Default 0.35.
+    pub stop_threshold: f32,
+    /// Bursts of speech shorter than this are dropped as noise. Default 250.
+    pub min_speech_ms: u32,
+    /// Silence needed to end a segment. Default 500.
+    pub min_silence_ms: u32,
+    /// Audio kept before the first speech frame. Default 300.
+    pub pad_before_ms: u32,
+    /// Audio kept after the last speech frame; at most `min_silence_ms`. Default 300.
+    pub pad_after_ms: u32,
+    /// A segment reaching this length is cut and continued. Default 20000.
+    pub max_segment_ms: u32,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        // One source of truth for the tuning: the segmenter's own defaults.
+        let s = SegmenterConfig::default();
+        Self {
+            device: Device::Cpu,
+            model: None,
+            start_threshold: s.start_threshold,
+            stop_threshold: s.stop_threshold,
+            min_speech_ms: s.min_speech_ms,
+            min_silence_ms: s.min_silence_ms,
+            pad_before_ms: s.pad_before_ms,
+            pad_after_ms: s.pad_after_ms,
+            max_segment_ms: s.max_segment_ms,
+        }
+    }
+}
+
+impl VadConfig {
+    /// The segmenter tuning these keys describe.
+    pub fn segmenter(&self) -> SegmenterConfig {
+        SegmenterConfig {
+            start_threshold: self.start_threshold,
+            stop_threshold: self.stop_threshold,
+            min_speech_ms: self.min_speech_ms,
+            min_silence_ms: self.min_silence_ms,
+            pad_before_ms: self.pad_before_ms,
+            pad_after_ms: self.pad_after_ms,
+            max_segment_ms: self.max_segment_ms,
+        }
+    }
+
+    /// The VAD model file: `model` if set, else the installed one under `models_dir`.
+    pub fn model_path(&self, models_dir: &Path) -> PathBuf {
+        self.model
+            .clone()
+            .unwrap_or_else(|| models_dir.join("silero-vad/silero_vad.onnx"))
+    }
+}
+
+/// `[asr]`: the speech recogniser (Moonshine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsrConfig {
+    /// `base`, `tiny`, or a model directory (encoder_model.ort, decoder_model_merged.ort,
+    /// tokenizer.bin). Default `base`.
+    pub model: String,
+    /// Where the encoder runs: `cpu`, `cuda` or `cuda:N`. Default `cpu`.
+    #[serde(with = "device_str")]
+    pub encoder_device: Device,
+    /// Where the decoder runs: `cpu`, `cuda` or `cuda:N`. Default `cpu`.
+    #[serde(with = "device_str")]
+    pub decoder_device: Device,
+    /// CPU threads for the model. Default 2.
+    pub threads: usize,
+    /// Seconds of preceding audio/text context kept for recognition. Default 10.
+    pub context_s: f32,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        Self {
+            model: "base".to_owned(),
+            encoder_device: Device::Cpu,
+            decoder_device: Device::Cpu,
+            threads: 2,
+            context_s: 10.0,
+        }
+    }
+}
+
+impl AsrConfig {
+    /// The model directory: the installed `base`/`tiny` model under `models_dir`, or `model`
+    /// taken as a path.
+    pub fn model_dir(&self, models_dir: &Path) -> PathBuf {
+        match self.model.as_str() {
+            "base" => models_dir.join("moonshine-base-en"),
+            "tiny" => models_dir.join("moonshine-tiny-en"),
+            dir => expand_home(Path::new(dir)),
+        }
+    }
+}
+
+/// `[runtime]`: where the pieces are installed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// ONNX Runtime shared library. Default: none (the one `deploy/setup.sh` installs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ort_lib: Option<PathBuf>,
+    /// Directory holding the worker binaries. Default: none (beside the `swictation` binary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers_dir: Option<PathBuf>,
+    /// Directory holding the models. Default: none (`$XDG_DATA_HOME/swictation/models`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models_dir: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// `models_dir`, else the installed models directory.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(swictation_proto::paths::models_dir)
+    }
+}
+
+/// Where transcripts go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputMode {
+    /// One line per transcript on standard output (the journal, under systemd).
+    Stdout,
+    /// Appended to `output.file`, one line each.
+    File,
+    /// Typed into the focused window with `output.type_tool`.
+    Type,
+    /// Copied to the clipboard.
+    Clipboard,
+}
+
+/// The tool used to type transcripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeTool {
+    /// `wtype` under Wayland, `xdotool` under X11, else `ydotool`.
+    Auto,
+    /// wtype (Wayland, virtual-keyboard protocol).
+    Wtype,
+    /// ydotool (uinput; works anywhere, needs its daemon).
+    Ydotool,
+    /// xdotool (X11).
+    Xdotool,
+}
+
+/// `[output]`: where transcripts go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// `stdout`, `file`, `type` or `clipboard`. Default `stdout`.
+    pub mode: OutputMode,
+    /// The file `mode = "file"` appends to. Default: none (required for that mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// `auto`, `wtype`, `ydotool` or `xdotool`. Default `auto`.
+    pub type_tool: TypeTool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            mode: OutputMode::Stdout,
+            file: None,
+            type_tool: TypeTool::Auto,
+        }
+    }
+}
+
+/// `[gpu]`: GPU memory use thresholds, in percent of the card's memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// Above this, log a warning. Default 80.
+    pub warning_pct: f32,
+    /// Above this, stop placing new work on the GPU. Default 87.5.
+    pub critical_pct: f32,
+    /// Above this, move workers to the CPU. Default 95.
+    pub emergency_pct: f32,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            warning_pct: 80.0,
+            critical_pct: 87.5,
+            emergency_pct: 95.0,
+        }
+    }
+}
+
+/// `[supervision]`: when a crashing worker is given up on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionConfig {
+    /// At most this many restarts of one worker within `restart_window_s`. Default 5.
+    pub restart_max: u32,
+    /// The window for `restart_max`, seconds. Default 60.
+    pub restart_window_s: u64,
+    /// A worker silent this long on a request is killed as hung, seconds. Default 10.
+    pub hang_timeout_s: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            restart_max: 5,
+            restart_window_s: 60,
+            hang_timeout_s: 10,
+        }
+    }
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Failures only.
+    Error,
+    /// Failures and handled problems.
+    Warn,
+    /// Milestones (never transcripts or audio).
+    Info,
+    /// Everything, including worker stderr and timings.
+    Debug,
+}
+
+impl LogLevel {
+    /// The name `SWICTATION_LOG` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info` or `debug`. Default `info`. `SWICTATION_LOG` overrides it.
+    pub level: LogLevel,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+        }
+    }
+}
+
+/// Devices are written as the CLI takes them (`cpu`, `cuda`, `cuda:N`), not as serde's enum form.
+mod device_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use swictation_proto::Device;
+
+    pub fn serialize<S: Serializer>(d: &Device, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Device, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One documented key of the file.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    /// The key's name within its section.
+    pub name: &'static str,
+    /// What it does (one or more lines, no `#`).
+    pub doc: &'static str,
+    /// For keys whose default is "unset": an example value, written commented out.
+    pub example: Option<&'static str>,
+}
+
+/// One documented section of the file.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionDoc {
+    /// The table name.
+    pub name: &'static str,
+    /// What the section is for.
+    pub doc: &'static str,
+    /// Its keys, in file order.
+    pub keys: &'static [KeyDoc],
+}
+
+const fn key(name: &'static str, doc: &'static str) -> KeyDoc {
+    KeyDoc {
+        name,
+        doc,
+        example: None,
+    }
+}
+
+const fn opt(name: &'static str, doc: &'static str, example: &'static str) -> KeyDoc {
+    KeyDoc {
+        name,
+        doc,
+        example: Some(example),
+    }
+}
+
+/// Every section and key, with the text [`Config::default_toml`] writes above it. Also the
+/// source of the "known keys" list in unknown-key errors.
+pub const SCHEMA: &[SectionDoc] = &[
+    SectionDoc {
+        name: "audio",
+        doc: "The microphone.",
+        keys: &[
+            opt(
+                "device",
+                "Input device name as the audio backend lists it. Unset: the system's default input.",
+                "\"USB Microphone\"",
+            ),
+            key("pre_roll_ms", "Milliseconds of audio kept from before speech starts, so the first syllable is not clipped."),
+        ],
+    },
+    SectionDoc {
+        name: "vad",
+        doc: "Voice activity detection (Silero) and speech segmentation.",
+        keys: &[
+            key("device", "Where the VAD runs: \"cpu\", \"cuda\" or \"cuda:N\". The model is tiny; the CPU is usually best."),
+            opt("model", "Silero VAD model file. Unset: the installed silero-vad/silero_vad.onnx.", "\"/path/to/silero_vad.onnx\""),
+            key("start_threshold", "A frame with speech probability at or above this (0..1) starts speech."),
+            key("stop_threshold", "While in speech, a frame below this counts as silence. At most start_threshold."),
+            key("min_speech_ms", "Bursts of speech shorter than this are dropped as noise."),
+            key("min_silence_ms", "Silence needed to end a segment; shorter pauses stay inside it."),
+            key("pad_before_ms", "Audio kept before the first speech frame."),
+            key("pad_after_ms", "Audio kept after the last speech frame. At most min_silence_ms."),
+            key("max_segment_ms", "A segment reaching this length is cut and continued in a new one."),
+        ],
+    },
+    SectionDoc {
+        name: "asr",
+        doc: "Speech recognition (Moonshine).",
+        keys: &[
+            key("model", "\"base\", \"tiny\", or a directory with encoder_model.ort, decoder_model_merged.ort and tokenizer.bin."),
+            key("encoder_device", "Where the encoder runs: \"cpu\", \"cuda\" or \"cuda:N\"."),
+            key("decoder_device", "Where the decoder runs: \"cpu\", \"cuda\" or \"cuda:N\"."),
+            key("threads", "CPU threads for the model."),
+            key("context_s", "Seconds of preceding context kept for recognition."),
+        ],
+    },
+    SectionDoc {
+        name: "runtime",
+        doc: "Where the pieces are installed. Unset keys use what deploy/setup.sh installs.",
+        keys: &[
+            opt("ort_lib", "ONNX Runtime shared library. Unset: the installed one.", "\"/path/to/libonnxruntime.so\""),
+            opt("workers_dir", "Directory with swictation-vad-worker and swictation-asr-worker. Unset: beside the swictation binary.", "\"~/.local/bin\""),
+            opt("models_dir", "Directory with the models. Unset: $XDG_DATA_HOME/swictation/models.", "\"~/.local/share/swictation/models\""),
+        ],
+    },
+    SectionDoc {
+        name: "output",
+        doc: "Where transcripts go.",
+        keys: &[
+            key("mode", "\"stdout\", \"file\" (append to output.file), \"type\" (type into the focused window) or \"clipboard\"."),
+            opt("file", "The file mode = \"file\" appends to. Required for that mode.", "\"~/dictation.txt\""),
+            key("type_tool", "For mode = \"type\": \"auto\", \"wtype\", \"ydotool\" or \"xdotool\"."),
+        ],
+    },
+    SectionDoc {
+        name: "gpu",
+        doc: "GPU memory use thresholds, percent of the card's memory: warning < critical < emergency.",
+        keys: &[
+            key("warning_pct", "Above this, log a warning."),
+            key("critical_pct", "Above this, place no new work on the GPU."),
+            key("emergency_pct", "Above this, move workers to the CPU."),
+        ],
+    },
+    SectionDoc {
+        name: "supervision",
+        doc: "When a crashing worker is given up on.",
+        keys: &[
+            key("restart_max", "At most this many restarts of one worker within restart_window_s."),
+            key("restart_window_s", "The window for restart_max, seconds."),
+            key("hang_timeout_s", "A worker silent this long on a request is killed as hung, seconds."),
+        ],
+    },
+    SectionDoc {
+        name: "log",
+        doc: "Logging (to the journal under systemd).",
+        keys: &[key("level", "\"error\", \"warn\", \"info\" or \"debug\". SWICTATION_LOG overrides it.")],
+    },
+];
+
+/// A configuration problem, naming the file and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{kind}{}", file_prefix(.file), line_suffix(.line))]
+pub struct ConfigError {
+    /// The file the configuration came from (none for [`Config::validate`] on its own).
+    pub file: Option<PathBuf>,
+    /// 1-based line of the offending text, where known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub kind: ConfigErrorKind,
+}
+
+fn file_prefix(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default()
+}
+
+fn line_suffix(line: &Option<usize>) -> String {
+    line.map(|l| format!(" (line {l})")).unwrap_or_default()
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigErrorKind {
+    /// The file exists but could not be read.
+    #[error("cannot read: {0}")]
+    Io(#[source] std::io::Error),
+    /// The file is not valid TOML.
+    #[error("invalid TOML: {0}")]
+    Syntax(String),
+    /// A table that is not one of [`SCHEMA`]'s sections.
+    #[error("unknown section `[{section}]` (known sections: {})", .known.join(", "))]
+    UnknownSection {
+        /// The section as written.
+        section: String,
+        /// The sections there are.
+        known: Vec<&'static str>,
+    },
+    /// A key its section does not have.
+    #[error("unknown key `{key}` (known keys in [{section}]: {})", .known.join(", "))]
+    UnknownKey {
+        /// Dotted path, e.g. `asr.modle`.
+        key: String,
+        /// The section it was found in.
+        section: String,
+        /// The keys that section has.
+        known: Vec<&'static str>,
+    },
+    /// A value of the wrong type or an unknown choice.
+    #[error("`{key}`: {message}")]
+    BadValue {
+        /// Dotted path.
+        key: String,
+        /// The parser's complaint.
+        message: String,
+    },
+    /// A well-typed value outside its allowed range, or inconsistent with another key.
+    #[error("`{key}` = {value}: {reason}")]
+    Invalid {
+        /// Dotted path.
+        key: String,
+        /// The value, as TOML would write it.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key path the error is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match &self.kind {
+            ConfigErrorKind::UnknownKey { key, .. }
+            | ConfigErrorKind::BadValue { key, .. }
+            | ConfigErrorKind::Invalid { key, .. } => Some(key),
+            ConfigErrorKind::UnknownSection { section, .. } => Some(section),
+            ConfigErrorKind::Io(_) | ConfigErrorKind::Syntax(_) => None,
+        }
+    }
+}
+
+/// 1-based line number of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(at)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// `~/x` → `$HOME/x`; anything else unchanged. Config files are hand-written and `~` is what
+/// people type; nothing else (no `$VAR`) is expanded, to keep paths predictable.
+pub fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) if !home.is_empty() => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// A range check's failure, before it is given a key.
+fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: None,
+        line: None,
+        kind: ConfigErrorKind::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            reason: reason.into(),
+        },
+    }
+}
+
+fn check<T: PartialOrd + Copy + std::fmt::Display>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    // Written as two `<=` so that NaN (which compares false with everything) fails.
+    if lo <= v && v <= hi {
+        Ok(())
+    } else {
+        Err(invalid(key, v, format!("must be between {lo} and {hi}")))
+    }
+}
+
+impl Config {
+    /// The default location: `$XDG_CONFIG_HOME/swictation/config.toml`, else
+    /// `~/.config/swictation/config.toml`.
+    pub fn default_path() -> PathBuf {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
+            });
+        base.join("swictation/config.toml")
+    }
+
+    /// Loads `path` (or [`Config::default_path`]) and returns the configuration and the path
+    /// used. A missing file at the default path means all defaults; a missing file that was
+    /// named explicitly is an error, since it is most likely a typo.
+    pub fn load(path: Option<&Path>) -> Result<(Config, PathBuf), ConfigError> {
+        let (file, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (Self::default_path(), false),
+        };
+        match std::fs::read_to_string(&file) {
+            Ok(text) => Ok((Self::from_toml_str(&text, &file)?, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok((Config::default(), file))
+            }
+            Err(e) => Err(ConfigError {
+                file: Some(file),
+                line: None,
+                kind: ConfigErrorKind::Io(e),
+            }),
+        }
+    }
+
+    /// Parses and validates `text`; `source` is only used to name the file in errors.
+    pub fn from_toml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let with_file = |mut e: ConfigError| {
+            e.file = Some(source.to_path_buf());
+            e
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            with_file(ConfigError {
+                file: None,
+                line: e.span().map(|s| line_of(text, s.start)),
+                kind: ConfigErrorKind::Syntax(e.message().trim().to_owned()),
+            })
+        })?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let line = e.inner().span().map(|s| line_of(text, s.start));
+            let segments: Vec<String> = e.path().iter().map(|s| s.to_string()).collect();
+            with_file(ConfigError {
+                file: None,
+                line,
+                kind: classify(&segments, e.inner().message()),
+            })
+        })?;
+        config.expand_paths();
+        config.validate().map_err(|mut e| {
+            e.line = e.key().and_then(|k| line_of_key(text, k));
+            with_file(e)
+        })?;
+        Ok(config)
+    }
+
+    /// Replaces a leading `~/` in every path key with `$HOME/`, as a shell would.
+    fn expand_paths(&mut self) {
+        for p in [
+            &mut self.vad.model,
+            &mut self.runtime.ort_lib,
+            &mut self.runtime.workers_dir,
+            &mut self.runtime.models_dir,
+            &mut self.output.file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = expand_home(p);
+        }
+    }
+
+    /// Checks ranges and cross-key consistency; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check("audio.pre_roll_ms", self.audio.pre_roll_ms, 0, 10_000)?;
+        if let Some(d) = &self.audio.device {
+            if d.trim().is_empty() {
+                return Err(invalid(
+                    "audio.device",
+                    "\"\"",
+                    "must not be empty (leave it out for the default input)",
+                ));
+            }
+        }
+
+        let v = &self.vad;
+        check("vad.start_threshold", v.start_threshold, 0.0, 1.0)?;
+        if v.start_threshold == 0.0 {
+            return Err(invalid(
+                "vad.start_threshold",
+                v.start_threshold,
+                "must be above 0: every frame would be speech",
+            ));
+        }
+        check("vad.stop_threshold", v.stop_threshold, 0.0, 1.0)?;
+        if v.stop_threshold > v.start_threshold {
+            return Err(invalid(
+                "vad.stop_threshold",
+                v.stop_threshold,
+                format!(
+                    "must not exceed vad.start_threshold ({})",
+                    v.start_threshold
+                ),
+            ));
+        }
+        check("vad.min_speech_ms", v.min_speech_ms, 0, 10_000)?;
+        check("vad.min_silence_ms", v.min_silence_ms, 1, 10_000)?;
+        check("vad.pad_before_ms", v.pad_before_ms, 0, 10_000)?;
+        check("vad.pad_after_ms", v.pad_after_ms, 0, 10_000)?;
+        if v.pad_after_ms > v.min_silence_ms {
+            return Err(invalid(
+                "vad.pad_after_ms",
+                v.pad_after_ms,
+                format!(
+                    "must not exceed vad.min_silence_ms ({}): the padding is taken from the silence that ends a segment",
+                    v.min_silence_ms
+                ),
+            ));
+        }
+        check(
+            "vad.max_segment_ms",
+            v.max_segment_ms,
+            1_000,
+            MAX_SEGMENT_LIMIT_MS,
+        )?;
+        // The segmenter has the last word (it may grow checks this file does not know about).
+        if let Err(reason) = v.segmenter().validate() {
+            return Err(invalid("vad.max_segment_ms", v.max_segment_ms, reason));
+        }
+
+        let a = &self.asr;
+        if a.model.trim().is_empty() {
+            return Err(invalid(
+                "asr.model",
+                "\"\"",
+                "must be \"base\", \"tiny\" or a model directory",
+            ));
+        }
+        check("asr.threads", a.threads, 1, 256)?;
+        check("asr.context_s", a.context_s, 0.0, 600.0)?;
+
+        if self.output.mode == OutputMode::File && self.output.file.is_none() {
+            return Err(invalid(
+                "output.file",
+                "(unset)",
+                "must be set when output.mode = \"file\"",
+            ));
+        }
+
+        let g = &self.gpu;
+        check("gpu.warning_pct", g.warning_pct, 0.0, 100.0)?;
+        check("gpu.critical_pct", g.critical_pct, 0.0, 100.0)?;
+        check("gpu.emergency_pct", g.emergency_pct, 0.0, 100.0)?;
+        if g.warning_pct >= g.critical_pct {
+            return Err(invalid(
+                "gpu.critical_pct",
+                g.critical_pct,
+                format!("must be above gpu.warning_pct ({})", g.warning_pct),
+            ));
+        }
+        if g.critical_pct >= g.emergency_pct {
+            return Err(invalid(
+                "gpu.emergency_pct",
+                g.emergency_pct,
+                format!("must be above gpu.critical_pct ({})", g.critical_pct),
+            ));
+        }
+
+        let s = &self.supervision;
+        check("supervision.restart_max", s.restart_max, 0, 1_000)?;
+        check(
+            "supervision.restart_window_s",
+            s.restart_window_s,
+            1,
+            86_400,
+        )?;
+        check("supervision.hang_timeout_s", s.hang_timeout_s, 1, 3_600)?;
+        Ok(())
+    }
+
+    /// The documented default file: every section and key with its description; keys with a
+    /// default are written with it, keys that default to unset are written commented out with
+    /// an example. Parsing it gives [`Config::default`].
+    pub fn default_toml() -> String {
+        // Values come from serialising the real defaults, so this text cannot disagree with them.
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        let mut out = String::from(
+            "# swictation configuration ($XDG_CONFIG_HOME/swictation/config.toml).\n\
+             # Every key is optional; the values below are the defaults. Unknown keys are errors.\n\
+             # Devices are \"cpu\", \"cuda\" (GPU 0) or \"cuda:N\". Paths may start with ~/.\n",
+        );
+        for section in SCHEMA {
+            let values = defaults.get(section.name).and_then(|v| v.as_table());
+            let _ = write!(out, "\n# {}\n[{}]\n", section.doc, section.name);
+            for k in section.keys {
+                for line in k.doc.lines() {
+                    let _ = writeln!(out, "# {line}");
+                }
+                match (values.and_then(|t| t.get(k.name)), k.example) {
+                    // Every float here is an f32; printing it through f64 would turn 0.35
+                    // into 0.3499999940395355. f32's Debug is the shortest exact form, with `.0`.
+                    (Some(toml::Value::Float(f)), _) => {
+                        let _ = writeln!(out, "{} = {:?}", k.name, *f as f32);
+                    }
+                    (Some(v), _) => {
+                        let _ = writeln!(out, "{} = {}", k.name, v);
+                    }
+                    (None, Some(ex)) => {
+                        let _ = writeln!(out, "# {} = {}", k.name, ex);
+                    }
+                    (None, None) => {
+                        let _ = writeln!(out, "# {} =", k.name);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Turns a serde failure at `path` into an unknown-section / unknown-key / bad-value error.
+fn classify(path: &[String], message: &str) -> ConfigErrorKind {
+    let message = message.trim().to_owned();
+    let known_sections = || SCHEMA.iter().map(|s| s.name).collect::<Vec<_>>();
+    match path {
+        [] => ConfigErrorKind::Syntax(message),
+        [section, rest @ ..] => match SCHEMA.iter().find(|s| s.name == section.as_str()) {
+            None => ConfigErrorKind::UnknownSection {
+                section: section.clone(),
+                known: known_sections(),
+            },
+            Some(s) => match rest.first() {
+                Some(k) if !s.keys.iter().any(|d| d.name == k.as_str()) => {
+                    ConfigErrorKind::UnknownKey {
+                        key: path.join("."),
+                        section: s.name.to_owned(),
+                        known: s.keys.iter().map(|d| d.name).collect(),
+                    }
+                }
+                _ => ConfigErrorKind::BadValue {
+                    key: path.join("."),
+                    message,
+                },
+            },
+        },
+    }
+}
+
+/// The line of `section.key`'s value in `text`, for errors found after parsing.
+fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.split_once('.')?;
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let (_, table) = root
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == section)?;
+    let toml::de::DeValue::Table(table) = table.get_ref() else {
+        return None;
+    };
+    let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
+    Some(line_of(text, value.span().start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("config.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("[vad]\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_toml_parses_to_the_defaults() {
+        let text = Config::default_toml();
+        assert_eq!(parse(&text).unwrap(), Config::default(), "{text}");
+    }
+
+    #[test]
+    fn default_toml_documents_every_key() {
+        // A config with every optional key set serialises every field; each must be in SCHEMA
+        // (and so in the default file), and SCHEMA must list nothing the structs lack.
+        let mut c = Config::default();
+        c.audio.device = Some("mic".into());
+        c.vad.model = Some("/m".into());
+        c.runtime = RuntimeConfig {
+            ort_lib: Some("/o".into()),
+            workers_dir: Some("/w".into()),
+            models_dir: Some("/m".into()),
+        };
+        c.output.file = Some("/f".into());
+        let full = toml::Table::try_from(&c).unwrap();
+        let mut from_structs: Vec<String> = Vec::new();
+        for (s, t) in &full {
+            for k in t.as_table().unwrap().keys() {
+                from_structs.push(format!("{s}.{k}"));
+            }
+        }
+        let mut from_schema: Vec<String> = SCHEMA
+            .iter()
+            .flat_map(|s| s.keys.iter().map(move |k| format!("{}.{}", s.name, k.name)))
+            .collect();
+        from_structs.sort();
+        from_schema.sort();
+        assert_eq!(from_structs, from_schema);
+
+        let text = Config::default_toml();
+        for k in SCHEMA.iter().flat_map(|s| s.keys) {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{} = ", k.name))
+                        || l.starts_with(&format!("# {} = ", k.name))),
+                "{} missing from the default file",
+                k.name
+            );
+        }
+        // Every-key-set config also round-trips (the example values are valid).
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if SCHEMA
+                        .iter()
+                        .flat_map(|s| s.keys)
+                        .any(|k| rest.starts_with(&format!("{} = ", k.name))) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let all = parse(&uncommented.replace("mode = \"stdout\"", "mode = \"file\"")).unwrap();
+        assert_eq!(all.output.mode, OutputMode::File);
+        assert!(all.audio.device.is_some() && all.runtime.ort_lib.is_some());
+    }
+
+    #[test]
+    fn example_file_in_deploy_is_in_sync() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config.example.toml");
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == Config::default_toml(),
+            "{} is out of date: regenerate it with `swictation config default > deploy/config.example.toml` \
+             (or `SWICTATION_WRITE_EXAMPLE=1 cargo test -p swictation --lib config`)",
+            path.display()
+        );
+    }
+
+    /// Regenerates deploy/config.example.toml when asked (the CLI subcommand may not exist yet).
+    #[test]
+    fn write_example_when_asked() {
+        if std::env::var_os("SWICTATION_WRITE_EXAMPLE").is_some() {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config.example.toml");
+            std::fs::write(path, Config::default_toml()).unwrap();
+        }
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = parse(
+            "[vad]\ndevice = \"cuda:1\"\nstart_threshold = 0.6\n[asr]\nmodel = \"tiny\"\nencoder_device = \"cuda\"\ncontext_s = 5\n\
+             [output]\nmode = \"type\"\ntype_tool = \"wtype\"\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.vad.device, Device::Cuda(1));
+        assert_eq!(c.vad.start_threshold, 0.6);
+        assert_eq!(c.asr.encoder_device, Device::Cuda(0));
+        assert_eq!(c.asr.decoder_device, Device::Cpu);
+        assert_eq!(c.asr.context_s, 5.0);
+        assert_eq!(
+            c.asr.model_dir(Path::new("/m")),
+            Path::new("/m/moonshine-tiny-en")
+        );
+        assert_eq!(c.output.mode, OutputMode::Type);
+        assert_eq!(c.output.type_tool, TypeTool::Wtype);
+        assert_eq!(c.log.level.as_str(), "debug");
+    }
+
+    #[test]
+    fn home_is_expanded_in_paths() {
+        let Some(home) = std::env::var_os("HOME") else {
+            return;
+        };
+        let c = parse("[runtime]\nmodels_dir = \"~/m\"\n[output]\nfile = \"/abs/f\"\n").unwrap();
+        assert_eq!(c.runtime.models_dir, Some(PathBuf::from(home).join("m")));
+        assert_eq!(c.output.file, Some(PathBuf::from("/abs/f")));
+    }
+
+    #[test]
+    fn bad_cases_name_their_key() {
+        // (file text, key the error must name, text the message must contain)
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[asr]\nmodle = \"base\"\n",
+                "asr.modle",
+                "known keys in [asr]: model, encoder_device, decoder_device, threads, context_s",
+            ),
+            (
+                "[vad]\nstart_treshold = 0.5\n",
+                "vad.start_treshold",
+                "unknown key `vad.start_treshold`",
+            ),
+            ("[sound]\nx = 1\n", "sound", "unknown section `[sound]`"),
+            ("verbose = true\n", "verbose", "unknown section"),
+            (
+                "[vad]\nstart_threshold = 1.5\n",
+                "vad.start_threshold",
+                "`vad.start_threshold` = 1.5: must be between 0 and 1",
+            ),
+            (
+                "[vad]\nstart_threshold = 0.0\nstop_threshold = 0.0\n",
+                "vad.start_threshold",
+                "must be above 0",
+            ),
+            (
+                "[vad]\nstart_threshold = \"high\"\n",
+                "vad.start_threshold",
+                "invalid type",
+            ),
+            (
+                "[vad]\nstop_threshold = 0.6\n",
+                "vad.stop_threshold",
+                "must not exceed vad.start_threshold",
+            ),
+            (
+                "[vad]\nstop_threshold = -0.1\n",
+                "vad.stop_threshold",
+                "between 0 and 1",
+            ),
+            (
+                "[vad]\nmin_speech_ms = -5\n",
+                "vad.min_speech_ms",
+                "invalid value",
+            ),
+            (
+                "[vad]\nmin_silence_ms = 0\npad_after_ms = 0\n",
+                "vad.min_silence_ms",
+                "between 1 and",
+            ),
+            (
+                "[vad]\npad_after_ms = 600\n",
+                "vad.pad_after_ms",
+                "must not exceed vad.min_silence_ms (500)",
+            ),
+            (
+                "[vad]\nmax_segment_ms = 100\n",
+                "vad.max_segment_ms",
+                "between 1000",
+            ),
+            (
+                "[vad]\nmax_segment_ms = 1000\n",
+                "vad.max_segment_ms",
+                "at least",
+            ),
+            (
+                "[vad]\ndevice = \"gpu\"\n",
+                "vad.device",
+                "expected cpu, cuda or cuda:N",
+            ),
+            (
+                "[vad]\ndevice = \"cuda:x\"\n",
+                "vad.device",
+                "unknown device",
+            ),
+            (
+                "[asr]\nencoder_device = \"tpu\"\n",
+                "asr.encoder_device",
+                "unknown device",
+            ),
+            (
+                "[asr]\ndecoder_device = 1\n",
+                "asr.decoder_device",
+                "invalid type",
+            ),
+            ("[asr]\nthreads = 0\n", "asr.threads", "between 1 and 256"),
+            ("[asr]\nmodel = \"\"\n", "asr.model", "must be"),
+            (
+                "[asr]\ncontext_s = -1\n",
+                "asr.context_s",
+                "between 0 and 600",
+            ),
+            (
+                "[audio]\npre_roll_ms = 60000\n",
+                "audio.pre_roll_ms",
+                "between 0 and 10000",
+            ),
+            (
+                "[audio]\ndevice = \"\"\n",
+                "audio.device",
+                "must not be empty",
+            ),
+            (
+                "[output]\nmode = \"speak\"\n",
+                "output.mode",
+                "unknown variant `speak`",
+            ),
+            ("[output]\nmode = \"file\"\n", "output.file", "must be set"),
+            (
+                "[output]\ntype_tool = \"xdo\"\n",
+                "output.type_tool",
+                "unknown variant",
+            ),
+            (
+                "[gpu]\nwarning_pct = 90.0\n",
+                "gpu.critical_pct",
+                "must be above gpu.warning_pct (90)",
+            ),
+            (
+                "[gpu]\nemergency_pct = 85.0\n",
+                "gpu.emergency_pct",
+                "must be above gpu.critical_pct",
+            ),
+            (
+                "[gpu]\nemergency_pct = 101.0\n",
+                "gpu.emergency_pct",
+                "between 0 and 100",
+            ),
+            (
+                "[gpu]\nwarning_pct = nan\n",
+                "gpu.warning_pct",
+                "between 0 and 100",
+            ),
+            (
+                "[supervision]\nrestart_window_s = 0\n",
+                "supervision.restart_window_s",
+                "between 1",
+            ),
+            (
+                "[supervision]\nhang_timeout_s = 0\n",
+                "supervision.hang_timeout_s",
+                "between 1",
+            ),
+            (
+                "[supervision]\nrestart_max = \"5\"\n",
+                "supervision.restart_max",
+                "invalid type",
+            ),
+            ("[log]\nlevel = \"loud\"\n", "log.level", "unknown variant"),
+            (
+                "[log]\nlevel = \"info\"\ncolour = true\n",
+                "log.colour",
+                "known keys in [log]: level",
+            ),
+            ("vad = 3\n", "vad", "invalid type"),
+        ];
+        for (text, key, needle) in cases {
+            let err = match parse(text) {
+                Err(e) => e,
+                Ok(c) => panic!("{text:?} was accepted: {c:?}"),
+            };
+            let msg = err.to_string();
+            assert_eq!(err.key(), Some(*key), "{text:?}: {msg}");
+            assert!(msg.starts_with("config.toml: "), "{text:?}: {msg}");
+            assert!(
+                msg.contains(&format!("`{key}`")) || msg.contains(&format!("[{key}]")),
+                "{text:?}: {msg}"
+            );
+            assert!(msg.contains(needle), "{text:?}: {msg:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_the_line() {
+        let err = parse("[vad]\n\nstart_threshold = 1.5\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().ends_with("(line 3)"), "{err}");
+        let err = parse("[asr]\nthreads = 2\nmodle = 1\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let err = parse("[asr\n").unwrap_err();
+        assert!(matches!(err.kind, ConfigErrorKind::Syntax(_)), "{err}");
+        assert_eq!(err.line, Some(1), "{err}");
+    }
+
+    #[test]
+    fn load_missing_default_is_defaults_but_missing_explicit_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let err = Config::load(Some(&missing)).unwrap_err();
+        assert!(matches!(err.kind, ConfigErrorKind::Io(_)), "{err}");
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "[asr]\nthreads = 4\n").unwrap();
+        let (c, used) = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.asr.threads, 4);
+        assert_eq!(used, file);
+    }
+
+    #[test]
+    fn vad_keys_map_onto_the_segmenter() {
+        let c = Config::default();
+        assert_eq!(c.vad.segmenter(), SegmenterConfig::default());
+        assert_eq!(
+            c.vad.model_path(Path::new("/m")),
+            Path::new("/m/silero-vad/silero_vad.onnx")
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! The swictation supervisor as a library: every module the `swictation` binary wires together,
+//! each testable on its own.
+
+pub mod audio;
+pub mod bench;
+pub mod capture;
+pub mod config;
+pub mod control;
+pub mod failure;
+pub mod log;
+pub mod notify;
+pub mod pipeline;
+pub mod restart;
+pub mod segmenter;
+pub mod status;
+pub mod wer;
+pub mod worker;
