@@ -286,6 +286,12 @@ impl DeviceInfo {
     }
 }
 
+/// A cpal error as a clause of our messages: cpal's texts end with a period,
+/// ours continue after the reason.
+fn reason(e: &cpal::Error) -> String {
+    e.to_string().trim_end_matches('.').to_owned()
+}
+
 /// The device's display name, falling back to its id.
 fn device_name(device: &cpal::Device, id: &str) -> String {
     device
@@ -297,7 +303,7 @@ fn device_name(device: &cpal::Device, id: &str) -> String {
 /// Input devices with their ids and names. Does not open any device.
 fn enumerate_inputs(host: &cpal::Host) -> Result<Vec<(cpal::Device, DeviceInfo)>, CaptureError> {
     let devices = host.input_devices().map_err(|e| CaptureError::NoDevice {
-        reason: format!("cannot list audio devices: {e}"),
+        reason: format!("cannot list audio devices: {}", reason(&e)),
     })?;
     Ok(devices
         .filter_map(|device| {
@@ -324,7 +330,11 @@ fn match_device(wanted: &str, devices: &[DeviceInfo]) -> Option<usize> {
         .position(|d| d.id == wanted)
         .or_else(|| devices.iter().position(|d| pcm_part(&d.id) == wanted))
         .or_else(|| devices.iter().position(|d| d.name == wanted))
-        .or_else(|| devices.iter().position(|d| d.name.to_lowercase().contains(&needle)))
+        .or_else(|| {
+            devices
+                .iter()
+                .position(|d| d.name.to_lowercase().contains(&needle))
+        })
 }
 
 /// Finds the device to capture from: `wanted` (see [`match_device`]) or the default.
@@ -333,16 +343,26 @@ fn resolve_device(
     wanted: Option<&str>,
 ) -> Result<(cpal::Device, DeviceInfo), CaptureError> {
     let Some(wanted) = wanted else {
-        let device = host.default_input_device().ok_or_else(|| CaptureError::NoDevice {
-            reason: format!("the {} audio host reports no default input", host.id().name()),
-        })?;
+        let device = host
+            .default_input_device()
+            .ok_or_else(|| CaptureError::NoDevice {
+                reason: format!(
+                    "the {} audio host reports no default input",
+                    host.id().name()
+                ),
+            })?;
         let id = device
             .id()
             .map(|id| id.to_string())
             .map_err(|e| CaptureError::NoDevice {
-                reason: format!("the default input device is not available: {e}"),
+                reason: format!("the default input device is not available: {}", reason(&e)),
             })?;
-        let name = device_name(&device, &id);
+        // The enumerated entry for the same id usually has the more telling
+        // name ("default" is "Default Audio Device" when asked directly).
+        let name = enumerate_inputs(host)
+            .ok()
+            .and_then(|list| list.into_iter().find(|(_, info)| info.id == id))
+            .map_or_else(|| device_name(&device, &id), |(_, info)| info.name);
         return Ok((device, DeviceInfo { id, name }));
     };
     let mut devices = enumerate_inputs(host)?;
@@ -438,7 +458,10 @@ impl Shared {
     /// Counts an error and remembers its text.
     fn record_error(&self, text: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(text.to_owned());
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(text.to_owned());
     }
 
     fn snapshot(&self) -> CaptureStats {
@@ -527,10 +550,13 @@ fn error_callback(
     signals: Arc<StreamSignals>,
 ) -> impl FnMut(cpal::Error) + Send + 'static {
     move |err: cpal::Error| {
-        let text = format!("{err} ({:?})", err.kind());
+        let text = format!("{} ({:?})", reason(&err), err.kind());
         shared.record_error(&text);
         if !is_recoverable(err.kind()) {
-            *signals.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+            *signals
+                .failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(text);
             signals.failed.store(true, Ordering::Release);
         }
     }
@@ -561,9 +587,12 @@ fn open_stream(
         device: info.label(),
         reason,
     };
-    let supported = device
-        .default_input_config()
-        .map_err(|e| open_err(format!("cannot read its default input configuration: {e}")))?;
+    let supported = device.default_input_config().map_err(|e| {
+        open_err(format!(
+            "cannot read its default input configuration: {}",
+            reason(&e)
+        ))
+    })?;
     let (rate, channels, format) = (
         supported.sample_rate(),
         supported.channels(),
@@ -617,18 +646,19 @@ fn open_stream(
         SampleFormat::F64 => build!(f64),
         other => {
             return Err(open_err(format!(
-                "its default sample format {other:?} is not supported (supported: {SUPPORTED_FORMATS})"
-            )))
+            "its default sample format {other:?} is not supported (supported: {SUPPORTED_FORMATS})"
+        )))
         }
     };
     let stream = built.map_err(|e| {
         open_err(format!(
-            "cannot start a {format:?} {channels}-channel {rate} Hz stream: {e}"
+            "cannot start a {format:?} {channels}-channel {rate} Hz stream: {}",
+            reason(&e)
         ))
     })?;
     stream.play().map_err(|e| CaptureError::Stream {
         device: info.label(),
-        reason: format!("the stream would not start: {e}"),
+        reason: format!("the stream would not start: {}", reason(&e)),
     })?;
     Ok(Opened {
         stream,
@@ -655,7 +685,11 @@ impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(TICK);
         let max = max.max(min);
-        Self { min, max, next: min }
+        Self {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The delay before the next attempt; each call doubles the following one.
@@ -833,7 +867,9 @@ impl Capture {
         match spawned {
             Ok(_) => Phase::Opening(rx),
             Err(e) => {
-                self.fail(format!("cannot start a thread to open the audio device: {e}"));
+                self.fail(format!(
+                    "cannot start a thread to open the audio device: {e}"
+                ));
                 self.retry_later()
             }
         }
@@ -995,7 +1031,13 @@ impl Capture {
                     let device = run.opened.device.label();
                     let flood = why.contains("faster than real time");
                     self.finish(*run, flood);
-                    self.fail(CaptureError::Stream { device, reason: why }.to_string());
+                    self.fail(
+                        CaptureError::Stream {
+                            device,
+                            reason: why,
+                        }
+                        .to_string(),
+                    );
                     self.retry_later()
                 }
             },
@@ -1144,8 +1186,14 @@ mod tests {
     fn same_signal_in_every_format_converts_alike() {
         let reference: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.3).sin() * 0.9).collect();
         let as_i16: Vec<i16> = reference.iter().map(|&s| (s * 32_768.0) as i16).collect();
-        let as_u16: Vec<u16> = as_i16.iter().map(|&s| (i32::from(s) + 32_768) as u16).collect();
-        let as_i32: Vec<i32> = reference.iter().map(|&s| (f64::from(s) * 2_147_483_648.0) as i32).collect();
+        let as_u16: Vec<u16> = as_i16
+            .iter()
+            .map(|&s| (i32::from(s) + 32_768) as u16)
+            .collect();
+        let as_i32: Vec<i32> = reference
+            .iter()
+            .map(|&s| (f64::from(s) * 2_147_483_648.0) as i32)
+            .collect();
         let mut out = vec![0.0; reference.len()];
         for (name, converted) in [
             ("i16", {
@@ -1183,13 +1231,19 @@ mod tests {
     #[test]
     fn device_matching_prefers_ids_then_exact_names_then_substrings() {
         let devices = infos(&[
-            ("alsa:default", "Default ALSA Output (currently PipeWire Media Server)"),
+            (
+                "alsa:default",
+                "Default ALSA Output (currently PipeWire Media Server)",
+            ),
             ("alsa:hw:CARD=USB,DEV=0", "USB Audio, USB Audio"),
             ("alsa:plughw:CARD=USB,DEV=0", "USB Audio, USB Audio"),
             ("alsa:pipewire", "PipeWire Sound Server"),
             ("alsa:usb", "usb"),
         ]);
-        assert_eq!(match_device("alsa:plughw:CARD=USB,DEV=0", &devices), Some(2));
+        assert_eq!(
+            match_device("alsa:plughw:CARD=USB,DEV=0", &devices),
+            Some(2)
+        );
         assert_eq!(match_device("hw:CARD=USB,DEV=0", &devices), Some(1));
         assert_eq!(match_device("default", &devices), Some(0));
         // An exact name beats an earlier substring match ("usb" is in "USB Audio").
@@ -1209,7 +1263,10 @@ mod tests {
             available: vec!["USB Audio [alsa:hw:CARD=USB,DEV=0]".into()],
         }
         .to_string();
-        assert!(err.contains("\"blue yeti\"") && err.contains("alsa:hw:CARD=USB,DEV=0"), "{err}");
+        assert!(
+            err.contains("\"blue yeti\"") && err.contains("alsa:hw:CARD=USB,DEV=0"),
+            "{err}"
+        );
         assert!(err.contains("--device"), "{err}");
         let none = CaptureError::NotFound {
             wanted: "x".into(),
@@ -1225,7 +1282,16 @@ mod tests {
         let seq: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
         assert_eq!(
             seq,
-            [ms(250), ms(500), ms(1000), ms(2000), ms(4000), ms(5000), ms(5000), ms(5000)]
+            [
+                ms(250),
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(5000),
+                ms(5000),
+                ms(5000)
+            ]
         );
         b.reset();
         assert_eq!(b.next_delay(), ms(250));
@@ -1279,7 +1345,9 @@ mod tests {
         let mut m = Monitor::new(16_000, Duration::from_secs(2), t0);
         assert_eq!(m.check(1_600, t0 + Duration::from_millis(100)), Ok(()));
         assert_eq!(m.check(1_600, t0 + Duration::from_millis(2_000)), Ok(()));
-        let err = m.check(1_600, t0 + Duration::from_millis(2_150)).unwrap_err();
+        let err = m
+            .check(1_600, t0 + Duration::from_millis(2_150))
+            .unwrap_err();
         assert!(err.contains("no audio") && err.contains("2.0 s"), "{err}");
     }
 
@@ -1298,7 +1366,8 @@ mod tests {
         // Room for 5 samples of stereo: only 2 whole frames fit.
         let (producer, mut consumer) = RingBuffer::new(5);
         // A 3-frame scratch forces a 7-frame callback to be processed in pieces.
-        let mut cb = data_callback::<i16>(producer, 2, 3, Arc::clone(&shared), Arc::clone(&signals));
+        let mut cb =
+            data_callback::<i16>(producer, 2, 3, Arc::clone(&shared), Arc::clone(&signals));
         let data: Vec<i16> = (0..14).map(|i| i * 1_000).collect();
         let info = callback_info();
         cb(&data, &info);
@@ -1306,9 +1375,20 @@ mod tests {
         while let Ok(s) = consumer.pop() {
             got.push(s);
         }
-        assert_eq!(got, [0.0, 1_000.0 / 32_768.0, 2_000.0 / 32_768.0, 3_000.0 / 32_768.0]);
+        assert_eq!(
+            got,
+            [
+                0.0,
+                1_000.0 / 32_768.0,
+                2_000.0 / 32_768.0,
+                3_000.0 / 32_768.0
+            ]
+        );
         let stats = shared.snapshot();
-        assert_eq!((stats.callbacks, stats.frames_in, stats.overruns), (1, 7, 10));
+        assert_eq!(
+            (stats.callbacks, stats.frames_in, stats.overruns),
+            (1, 7, 10)
+        );
         assert_eq!(signals.frames.load(Ordering::Relaxed), 7);
     }
 

@@ -12,6 +12,8 @@ pub mod notify;
 pub mod pipeline;
 pub mod restart;
 pub mod segmenter;
+pub mod stages;
 pub mod status;
+pub mod supervised;
 pub mod wer;
 pub mod worker;

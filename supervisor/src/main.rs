@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use swictation::pipeline::{self, describe_placement, Engine, EngineConfig};
 use swictation::segmenter::SegmenterConfig;
+use swictation::stages::{Pipeline, PipelineConfig};
+use swictation::supervised::Board;
 use swictation::{audio, bench};
 use swictation_proto::Device;
 use tokio::sync::{mpsc, watch};
@@ -197,9 +199,13 @@ async fn run(cfg: &EngineConfig, inputs: &[PathBuf], fast: bool) -> Result<()> {
     // Trailing silence lets the last utterance close naturally, as it would when the user stops.
     samples.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
 
-    let engine = Engine::start(cfg).await?;
+    let board = Board::new();
+    let mut pipeline = Pipeline::new(PipelineConfig::new(cfg.clone(), SegmenterConfig::default()), board.clone());
+    pipeline.start().await;
+    board.update(|s| s.state = swictation::status::DaemonState::Listening);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(64);
+    // At least 30 s of 100 ms chunks: audio keeps arriving while a worker restarts.
+    let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(400);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -211,12 +217,20 @@ async fn run(cfg: &EngineConfig, inputs: &[PathBuf], fast: bool) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     let source = tokio::spawn(pipeline::play(samples, audio::RATE as usize / 10, !fast, audio_tx, stop_rx));
-    pipeline::run_stream(engine, SegmenterConfig::default(), audio_rx, |s| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", s.text);
-        let _ = out.flush();
-    })
-    .await?;
+    let report = pipeline
+        .run(
+            audio_rx,
+            |s| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", s.text);
+                let _ = out.flush();
+            },
+            None,
+        )
+        .await?;
+    if !report.quarantined.is_empty() {
+        swictation::log_warn!("{} segment(s) quarantined under {}", report.quarantined.len(), swictation::stages::state_dir().join("quarantine").display());
+    }
     source.await.context("audio source")?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use swictation_proto::{ComponentPlacement, Device, Role, SAMPLE_RATE, VAD_FRAME};
 use tokio::sync::{mpsc, watch};
 
+
 use crate::segmenter::{Segment, Segmenter, SegmenterConfig};
 use crate::worker::{worker_program, Worker, WorkerCommand};
 
@@ -231,87 +232,6 @@ pub fn join_text(segments: &[SegmentText]) -> String {
         .filter(|t| !t.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Run the live pipeline until `audio` ends (or `stop` is raised and the source closes it),
-/// calling `deliver` with each transcript in order. Speech still open when the audio ends is
-/// closed and transcribed: nothing captured is dropped on shutdown.
-pub async fn run_stream(
-    engine: Engine,
-    cfg: SegmenterConfig,
-    mut audio: mpsc::Receiver<Vec<f32>>,
-    mut deliver: impl FnMut(SegmentText) + Send + 'static,
-) -> Result<()> {
-    let Engine { mut vad, mut asr } = engine;
-    let (seg_tx, mut seg_rx) = mpsc::unbounded_channel::<Segment>();
-
-    let vad_stage = tokio::spawn(async move {
-        let result: Result<()> = async {
-            vad.vad_reset().await?;
-            let mut seg = Segmenter::new(cfg);
-            let mut pending: Vec<f32> = Vec::new();
-            let mut done = false;
-            while !done {
-                match audio.recv().await {
-                    Some(chunk) => pending.extend_from_slice(&chunk),
-                    None => {
-                        done = true;
-                        let rem = pending.len() % VAD_FRAME;
-                        if rem != 0 {
-                            pending.resize(pending.len() + VAD_FRAME - rem, 0.0);
-                        }
-                    }
-                }
-                // Take whatever else is already queued so a backlog is caught up in one request.
-                while let Ok(chunk) = audio.try_recv() {
-                    pending.extend_from_slice(&chunk);
-                }
-                let whole = pending.len() / VAD_FRAME * VAD_FRAME;
-                if whole == 0 {
-                    continue;
-                }
-                let frames: Vec<f32> = pending.drain(..whole).collect();
-                let (probs, _) = vad.vad_frames(frames.clone()).await?;
-                for (frame, p) in frames.chunks_exact(VAD_FRAME).zip(probs) {
-                    for s in seg.push(frame, p) {
-                        let _ = seg_tx.send(s);
-                    }
-                }
-            }
-            for s in seg.finish() {
-                let _ = seg_tx.send(s);
-            }
-            Ok(())
-        }
-        .await;
-        (vad, result)
-    });
-
-    let asr_stage = tokio::spawn(async move {
-        let result: Result<()> = async {
-            while let Some(s) = seg_rx.recv().await {
-                crate::log_debug!(
-                    "segment {} ({:.2}-{:.2} s) to ASR",
-                    s.index,
-                    s.start as f64 / SAMPLE_RATE as f64,
-                    s.end as f64 / SAMPLE_RATE as f64
-                );
-                let (text, micros) = asr.transcribe(s.index, s.samples.clone()).await?;
-                crate::log_debug!("segment {} transcribed in {:.1} ms", s.index, micros as f64 / 1e3);
-                deliver(SegmentText::new(&s, text));
-            }
-            Ok(())
-        }
-        .await;
-        (asr, result)
-    });
-
-    let (vad, vad_result) = vad_stage.await.context("VAD stage panicked")?;
-    let (asr, asr_result) = asr_stage.await.context("ASR stage panicked")?;
-    Engine { vad, asr }.shutdown().await;
-    vad_result.context("VAD stage")?;
-    asr_result.context("ASR stage")?;
-    Ok(())
 }
 
 /// Feed `samples` into `tx` in chunks of `chunk` samples at real-time pace (or as fast as the

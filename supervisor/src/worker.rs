@@ -43,8 +43,8 @@ pub enum WorkerError {
     #[error("{role} worker failed to load: {message}")]
     Load { role: Role, kind: ErrorKind, message: String, status: Option<ExitStatus> },
     /// The process ended (or closed its socket) unexpectedly.
-    #[error("{role} worker died ({status}){}", tail_suffix(.stderr_tail))]
-    Died { role: Role, status: String, stderr_tail: String },
+    #[error("{role} worker died ({description}){}", tail_suffix(.stderr_tail))]
+    Died { role: Role, description: String, status: Option<ExitStatus>, stderr_tail: String },
     /// No answer within the deadline; the worker has been killed.
     #[error("{role} worker did not answer {what} within {after:?}; killed it")]
     Timeout { role: Role, what: &'static str, after: Duration },
@@ -134,6 +134,8 @@ impl Worker {
             .args(&cmd.args)
             .arg("--connect")
             .arg(&path)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -151,6 +153,8 @@ impl Worker {
                 Ok(())
             });
         }
+        // Prime the OOM-kill counter so a later death compares against this start.
+        let _ = oom_kill_seen();
         let mut child = command.spawn().map_err(spawn_err)?;
         let stderr = Arc::new(Mutex::new(StderrRing::default()));
         if let Some(pipe) = child.stderr.take() {
@@ -286,16 +290,16 @@ impl Worker {
             }
             Ok(Err(_)) => {
                 let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
-                let status = match status {
-                    Ok(Ok(s)) => describe_status(s),
+                let (description, status) = match status {
+                    Ok(Ok(s)) => (describe_status(s), Some(s)),
                     _ => {
                         let _ = self.child.start_kill();
-                        "closed its socket".to_string()
+                        ("closed its socket".to_string(), None)
                     }
                 };
                 // Let the stderr reader catch the last lines before they are quoted.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Err(WorkerError::Died { role, status, stderr_tail: self.stderr_tail() })
+                Err(WorkerError::Died { role, description, status, stderr_tail: self.stderr_tail() })
             }
         }
     }
@@ -340,6 +344,17 @@ impl Worker {
         WorkerError::Protocol { role: self.role, message: format!("unexpected reply {reply:?}") }
     }
 
+    /// Make sure the process is gone and return how it ended (killing it if it still runs).
+    pub async fn reap(&mut self) -> Option<ExitStatus> {
+        match tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => {
+                let _ = self.child.start_kill();
+                self.child.wait().await.ok()
+            }
+        }
+    }
+
     /// Ask the worker to exit and wait for it (killing it after a grace period).
     pub async fn shutdown(mut self) -> Option<ExitStatus> {
         let stream = &self.stream;
@@ -365,8 +380,8 @@ async fn died_early(
 ) -> WorkerError {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let tail = stderr.lock().map(|r| r.text()).unwrap_or_default();
-    let status = status.map(describe_status).unwrap_or_else(|e| e.to_string());
-    WorkerError::Died { role, status, stderr_tail: tail }
+    let description = status.as_ref().map(|s| describe_status(*s)).unwrap_or_else(|e| e.to_string());
+    WorkerError::Died { role, description, status: status.ok(), stderr_tail: tail }
 }
 
 /// "exit code 4", "killed by SIGSEGV".
@@ -382,6 +397,21 @@ pub fn describe_status(status: ExitStatus) -> String {
     } else {
         "ended".into()
     }
+}
+
+/// True when the kernel's OOM killer has killed a process in our cgroup since the last call
+/// (the `oom_kill` counter of cgroup v2 `memory.events` went up).
+pub fn oom_kill_seen() -> bool {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let Some(now) = cgroup_oom_kills() else { return false };
+    LAST.swap(now, Ordering::Relaxed) < now
+}
+
+fn cgroup_oom_kills() -> Option<u64> {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let events = std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", rel.trim())).ok()?;
+    events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Where the worker binaries are: `dir` if given, else beside this executable.

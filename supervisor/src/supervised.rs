@@ -1,0 +1,593 @@
+//! A worker under supervision: started with back-off, proven ready by a canary inference,
+//! classified when it fails, and reported on the status board.
+//!
+//! The state machine is explicit ([`WorkerState`]); [`Supervised::apply`] is the one place that
+//! changes it, and everything else reads it. Process mechanics stay in [`crate::worker`]; the
+//! choice of *where* to run stays with the caller (placement).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use swictation_proto::{ErrorKind, Fault, Reply, Request, Role, VAD_FRAME};
+use tokio::sync::{broadcast, watch};
+
+use crate::failure::{self, FailureClass, Observation};
+use crate::restart::{Decision, RestartHistory, RestartPolicy};
+use crate::status::{Event, FailureRecord, Status, WorkerStatus};
+use crate::worker::{Worker, WorkerCommand, WorkerError};
+
+/// Where a supervised worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Process being started.
+    Spawning,
+    /// Connected; loading its model and running the canary.
+    Loading,
+    /// Proven by a canary inference; idle.
+    Ready,
+    /// Working on a request.
+    Busy,
+    /// Just failed (classified, not yet restarted).
+    Failed,
+    /// Waiting out the back-off delay before the next start.
+    BackingOff,
+    /// Too many failures: the caller runs degraded and retries rarely.
+    GivenUp,
+}
+
+impl WorkerState {
+    /// Lower-case name for status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Spawning => "spawning",
+            WorkerState::Loading => "loading",
+            WorkerState::Ready => "ready",
+            WorkerState::Busy => "busy",
+            WorkerState::Failed => "failed",
+            WorkerState::BackingOff => "backing_off",
+            WorkerState::GivenUp => "given_up",
+        }
+    }
+}
+
+/// What drives the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// A start was attempted.
+    Spawn,
+    /// The handshake arrived; the canary runs next.
+    Connected,
+    /// The canary passed.
+    CanaryPassed,
+    /// A request was sent.
+    RequestSent,
+    /// Its answer arrived.
+    Answered,
+    /// The process died, closed its socket, missed a deadline or broke the protocol.
+    Failed,
+    /// The restart decision is to wait before the next start.
+    BackOff,
+    /// The restart decision escalated.
+    GiveUp,
+    /// Stopped on purpose (restart on request, shutdown).
+    Stop,
+}
+
+/// The transition function: pure, total, and the only definition of legal moves.
+pub fn transition(state: WorkerState, event: WorkerEvent) -> WorkerState {
+    use WorkerEvent as E;
+    use WorkerState as S;
+    match (state, event) {
+        (_, E::Failed) => S::Failed,
+        (_, E::Stop) => S::BackingOff,
+        (S::Failed | S::BackingOff | S::GivenUp, E::Spawn) => S::Spawning,
+        (S::Failed, E::BackOff) => S::BackingOff,
+        (S::Failed, E::GiveUp) => S::GivenUp,
+        (S::Spawning, E::Connected) => S::Loading,
+        (S::Loading, E::CanaryPassed) => S::Ready,
+        (S::Ready, E::RequestSent) => S::Busy,
+        (S::Busy, E::Answered) => S::Ready,
+        (s, _) => s,
+    }
+}
+
+/// A known-answer input that proves a worker really works (not merely that it is alive).
+#[derive(Debug, Clone)]
+pub struct Canary {
+    /// Real speech, 16 kHz mono.
+    pub speech: Vec<f32>,
+    /// What the speech says (for the ASR canary).
+    pub text: String,
+}
+
+impl Canary {
+    /// The installed "go forward ten meters" clip (2.8 s), if present.
+    pub fn installed() -> Option<Self> {
+        let path = swictation_proto::paths::speech_dir().join("goforward.raw");
+        let bytes = std::fs::read(path).ok()?;
+        Some(Self { speech: crate::audio::from_raw_s16le(&bytes), text: "go forward ten meters".into() })
+    }
+}
+
+/// Everything the daemon reports, shared by every task: the status document and the event stream.
+#[derive(Clone)]
+pub struct Board {
+    status: Arc<watch::Sender<Status>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Board {
+    /// A board starting from [`Status::starting`].
+    pub fn new() -> Self {
+        let (status, _) = watch::channel(Status::starting());
+        let (events, _) = broadcast::channel(1024);
+        Self { status: Arc::new(status), events }
+    }
+
+    /// A receiver of status snapshots.
+    pub fn subscribe_status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// The event sender (for the control socket's subscribers).
+    pub fn events(&self) -> broadcast::Sender<Event> {
+        self.events.clone()
+    }
+
+    /// The current status.
+    pub fn snapshot(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Change the status in place.
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(f);
+    }
+
+    /// Change one worker's entry (created if missing).
+    pub fn update_worker(&self, role: Role, f: impl FnOnce(&mut WorkerStatus)) {
+        self.status.send_modify(|s| {
+            let i = match s.workers.iter().position(|w| w.role == role.as_str()) {
+                Some(i) => i,
+                None => {
+                    s.workers.push(WorkerStatus { role: role.as_str().into(), ..WorkerStatus::default() });
+                    s.workers.sort_by(|a, b| b.role.cmp(&a.role));
+                    s.workers.iter().position(|w| w.role == role.as_str()).unwrap_or(0)
+                }
+            };
+            f(&mut s.workers[i]);
+        });
+    }
+
+    /// Publish an event (dropped if nobody listens).
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A classified failure and what the restart policy decided.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Why.
+    pub class: FailureClass,
+    /// Detail for status and logs (never transcript text).
+    pub reason: String,
+    /// When and how to restart.
+    pub decision: Decision,
+}
+
+/// The outcome of a request that did not succeed.
+#[derive(Debug)]
+pub enum CallError {
+    /// The worker is gone (crashed, hung, poisoned); it will be restarted.
+    Failed(Failure),
+    /// The worker refused this request but is fine (an inference error on this input).
+    Rejected(String),
+}
+
+/// Counters the soak and status read.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Restarts by failure class key.
+    pub restarts: BTreeMap<String, u32>,
+    /// Failure detected → ready again, for each recovery.
+    pub recoveries: Vec<Duration>,
+}
+
+/// One supervised worker.
+pub struct Supervised {
+    role: Role,
+    command: WorkerCommand,
+    load_timeout: Duration,
+    worker: Option<Worker>,
+    state: WorkerState,
+    history: RestartHistory,
+    policy: RestartPolicy,
+    canary: Option<Canary>,
+    board: Board,
+    epoch: Instant,
+    next_attempt: Option<Instant>,
+    failed_at: Option<Instant>,
+    ready_at: Option<Instant>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl Supervised {
+    /// Supervise a worker started with `command`; nothing is started until first needed.
+    pub fn new(
+        command: WorkerCommand,
+        load_timeout: Duration,
+        policy: RestartPolicy,
+        canary: Option<Canary>,
+        board: Board,
+    ) -> Self {
+        let role = command.role;
+        board.update_worker(role, |w| w.state = WorkerState::Spawning.as_str().into());
+        Self {
+            role,
+            command,
+            load_timeout,
+            worker: None,
+            state: WorkerState::Failed,
+            history: RestartHistory::default(),
+            policy,
+            canary,
+            board,
+            epoch: Instant::now(),
+            next_attempt: None,
+            failed_at: None,
+            ready_at: None,
+            stats: Arc::new(Mutex::new(Stats::default())),
+        }
+    }
+
+    /// The role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> WorkerState {
+        self.state
+    }
+
+    /// The worker's pid, while one runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.worker.as_ref().and_then(Worker::pid)
+    }
+
+    /// Shared counters.
+    pub fn stats(&self) -> Arc<Mutex<Stats>> {
+        self.stats.clone()
+    }
+
+    /// The handshake of the running worker.
+    pub fn hello(&self) -> Option<&swictation_proto::Hello> {
+        self.worker.as_ref().map(Worker::hello)
+    }
+
+    /// Apply one event: the only place the state changes.
+    fn apply(&mut self, event: WorkerEvent) {
+        let next = transition(self.state, event);
+        if next != self.state {
+            self.state = next;
+            self.board.update_worker(self.role, |w| w.state = next.as_str().into());
+        }
+    }
+
+    /// When the next start may happen (`None`: now).
+    pub fn next_attempt(&self) -> Option<Instant> {
+        self.next_attempt
+    }
+
+    /// Make sure a ready worker exists: wait out any back-off owed, start it, prove it with the
+    /// canary. One attempt; on failure the classified [`Failure`] says what the policy decided.
+    pub async fn ensure_ready(&mut self) -> Result<(), Failure> {
+        if self.worker.is_some() {
+            return Ok(());
+        }
+        if let Some(at) = self.next_attempt.take() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        self.apply(WorkerEvent::Spawn);
+        let mut worker = match Worker::spawn(&self.command, self.load_timeout).await {
+            Ok(w) => w,
+            Err(e) => return Err(self.record(e, None).await),
+        };
+        self.apply(WorkerEvent::Connected);
+        if let Some(canary) = self.canary.clone() {
+            if let Err(reason) = run_canary(self.role, &mut worker, &canary).await {
+                return Err(self.record(reason, Some(worker)).await);
+            }
+        }
+        let h = worker.hello().clone();
+        let pid = h.pid;
+        self.worker = Some(worker);
+        self.apply(WorkerEvent::CanaryPassed);
+        let now = Instant::now();
+        self.history.on_ready(now - self.epoch);
+        self.ready_at = Some(now);
+        if let Some(at) = self.failed_at.take() {
+            let took = now - at;
+            crate::log_info!("{} worker recovered in {:.0} ms (pid {pid})", self.role, took.as_secs_f64() * 1e3);
+            if let Ok(mut s) = self.stats.lock() {
+                s.recoveries.push(took);
+            }
+        }
+        let device = crate::pipeline::describe_placement(&h.placement);
+        self.board.update_worker(self.role, |w| {
+            w.pid = Some(pid);
+            w.device = device.clone();
+            w.model = h.model.clone();
+            w.uptime_s = Some(0.0);
+        });
+        self.board.emit(Event::WorkerReady { role: self.role.as_str().into(), pid, device, model: h.model });
+        Ok(())
+    }
+
+    /// Seconds the current worker has been ready.
+    pub fn uptime(&self) -> Option<Duration> {
+        self.worker.as_ref().and(self.ready_at).map(|t| t.elapsed())
+    }
+
+    async fn call(&mut self, request: Request, timeout: Duration) -> Result<Reply, CallError> {
+        let Some(worker) = self.worker.as_mut() else {
+            return Err(CallError::Failed(Failure {
+                class: FailureClass::Exit(-1),
+                reason: "no worker running".into(),
+                decision: Decision::Restart { after: Duration::ZERO },
+            }));
+        };
+        self.state = transition(self.state, WorkerEvent::RequestSent);
+        let result = worker.call(request, timeout).await;
+        match result {
+            Ok(reply) => {
+                self.state = transition(self.state, WorkerEvent::Answered);
+                Ok(reply)
+            }
+            Err(WorkerError::Reported { kind: ErrorKind::BadRequest | ErrorKind::Inference, message, .. }) => {
+                self.state = transition(self.state, WorkerEvent::Answered);
+                Err(CallError::Rejected(message))
+            }
+            Err(e) => {
+                let worker = self.worker.take();
+                Err(CallError::Failed(self.record(e, worker).await))
+            }
+        }
+    }
+
+    /// Classify a failure, reap the process, update history, status and events.
+    async fn record(&mut self, error: impl Into<FailureInput>, worker: Option<Worker>) -> Failure {
+        let input = error.into();
+        let now = Instant::now();
+        self.failed_at.get_or_insert(now);
+        let (status, tail) = match worker {
+            Some(mut w) => {
+                let status = w.reap().await;
+                (status, w.stderr_tail())
+            }
+            None => (input.status, input.stderr_tail.clone()),
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let obs = Observation {
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            stderr_tail: &tail,
+            last_report: input.report,
+            deadline_missed: input.deadline_missed,
+            protocol_violation: input.protocol,
+            oom_killed: input.oom_killed,
+        };
+        let class = failure::classify(&obs);
+        let mut reason = input.message;
+        if let Some(line) = failure::explaining_line(&tail) {
+            if !reason.contains(line) {
+                reason = format!("{reason}; stderr: {line}");
+            }
+        }
+        self.apply(WorkerEvent::Failed);
+        let decision = self.history.on_failure(now - self.epoch, &self.policy);
+        self.next_attempt = Some(now + decision.delay());
+        match decision {
+            Decision::Restart { .. } => self.apply(WorkerEvent::BackOff),
+            Decision::Escalate { .. } => self.apply(WorkerEvent::GiveUp),
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            *s.restarts.entry(class.key().into()).or_default() += 1;
+        }
+        crate::log_warn!("{} worker failed: {class}: {reason}; {decision:?}", self.role);
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let key = class.key().to_string();
+        let record = FailureRecord { class: class.to_string(), reason: reason.clone(), at_unix_s: at };
+        self.board.update_worker(self.role, |w| {
+            *w.restarts.entry(key).or_default() += 1;
+            w.last_failure = Some(record);
+            w.pid = None;
+            w.uptime_s = None;
+        });
+        self.board.emit(Event::WorkerFailed {
+            role: self.role.as_str().into(),
+            class: class.to_string(),
+            reason: reason.clone(),
+        });
+        Failure { class, reason, decision }
+    }
+
+    /// Speech probability per frame.
+    pub async fn vad_frames(&mut self, samples: Vec<f32>) -> Result<Vec<f32>, CallError> {
+        let frames = samples.len() / VAD_FRAME;
+        let id = self.next_id();
+        let timeout = Duration::from_secs(3) + Duration::from_millis(10 * frames as u64);
+        match self.call(Request::VadFrames { id, samples }, timeout).await? {
+            Reply::VadProbs { id: got, probs, .. } if got == id && probs.len() == frames => Ok(probs),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Transcribe one segment; the deadline scales with its length.
+    pub async fn transcribe(&mut self, segment: u64, samples: Vec<f32>) -> Result<String, CallError> {
+        let id = self.next_id();
+        let seconds = samples.len() as f64 / swictation_proto::SAMPLE_RATE as f64;
+        let timeout = Duration::from_secs_f64(5.0 + 2.0 * seconds);
+        match self.call(Request::Transcribe { id, segment, samples }, timeout).await? {
+            Reply::Transcript { id: got, segment: s, text, .. } if got == id && s == segment => Ok(text),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Liveness probe for an idle worker (a frozen one is killed and restarted).
+    pub async fn ping(&mut self, timeout: Duration) -> Result<(), CallError> {
+        let id = self.next_id();
+        match self.call(Request::Ping { id }, timeout).await? {
+            Reply::Pong { id: got } if got == id => Ok(()),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Test-only: tell the worker to misbehave.
+    pub async fn inject(&mut self, fault: Fault) -> Result<(), CallError> {
+        let id = self.next_id();
+        match self.call(Request::InjectFault { id, fault }, Duration::from_secs(2)).await? {
+            Reply::Done { .. } => Ok(()),
+            other => Err(self.unexpected(other).await),
+        }
+    }
+
+    /// Stop the worker for good.
+    pub async fn shutdown(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await;
+        }
+        self.apply(WorkerEvent::Stop);
+        self.board.update_worker(self.role, |w| {
+            w.pid = None;
+            w.uptime_s = None;
+        });
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.worker.as_mut().map(Worker::next_id).unwrap_or(0)
+    }
+
+    async fn unexpected(&mut self, reply: Reply) -> CallError {
+        let worker = self.worker.take();
+        let input = FailureInput {
+            message: format!("unexpected reply {reply:?}"),
+            protocol: true,
+            ..FailureInput::default()
+        };
+        CallError::Failed(self.record(input, worker).await)
+    }
+}
+
+/// What is known about a failure before the process is reaped.
+#[derive(Debug, Default)]
+struct FailureInput {
+    message: String,
+    report: Option<ErrorKind>,
+    deadline_missed: bool,
+    protocol: bool,
+    oom_killed: bool,
+    status: Option<std::process::ExitStatus>,
+    stderr_tail: String,
+}
+
+impl From<WorkerError> for FailureInput {
+    fn from(e: WorkerError) -> Self {
+        let message = e.to_string();
+        match e {
+            WorkerError::Timeout { .. } => FailureInput { message, deadline_missed: true, ..Default::default() },
+            WorkerError::Protocol { .. } => FailureInput { message, protocol: true, ..Default::default() },
+            WorkerError::Reported { kind, .. } => FailureInput { message, report: Some(kind), ..Default::default() },
+            WorkerError::Load { kind, status, .. } => {
+                FailureInput { message, report: Some(kind), status, ..Default::default() }
+            }
+            WorkerError::Died { stderr_tail, status, .. } => FailureInput {
+                message,
+                stderr_tail,
+                status,
+                oom_killed: crate::worker::oom_kill_seen(),
+                ..Default::default()
+            },
+            WorkerError::Spawn { .. } => FailureInput { message, ..Default::default() },
+        }
+    }
+}
+
+impl From<String> for FailureInput {
+    fn from(message: String) -> Self {
+        FailureInput { message: format!("canary failed: {message}"), ..Default::default() }
+    }
+}
+
+/// Prove a freshly started worker with its known-answer input.
+async fn run_canary(role: Role, worker: &mut Worker, canary: &Canary) -> Result<(), String> {
+    match role {
+        Role::Vad => {
+            let silence = VAD_FRAME * 16;
+            let mut samples = vec![0.0f32; silence];
+            samples.extend_from_slice(&canary.speech);
+            samples.resize(samples.len().div_ceil(VAD_FRAME) * VAD_FRAME, 0.0);
+            let (probs, _) = worker.vad_frames(samples).await.map_err(|e| e.to_string())?;
+            let quiet = probs[..16].iter().cloned().fold(0.0f32, f32::max);
+            let loud = probs[16..].iter().cloned().fold(0.0f32, f32::max);
+            worker.vad_reset().await.map_err(|e| e.to_string())?;
+            if quiet >= 0.5 || loud <= 0.5 || !quiet.is_finite() || !loud.is_finite() {
+                return Err(format!("VAD scored silence {quiet:.3} and speech {loud:.3}"));
+            }
+            Ok(())
+        }
+        Role::Asr => {
+            let (text, _) = worker.transcribe(u64::MAX, canary.speech.clone()).await.map_err(|e| e.to_string())?;
+            let (errors, words) = crate::wer::word_errors(&canary.text, &text);
+            if errors * 4 > words {
+                return Err(format!("expected {:?}, got {} words with {errors} errors", canary.text, text.split_whitespace().count()));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use WorkerEvent as E;
+    use WorkerState as S;
+
+    #[test]
+    fn transition_table() {
+        let table = [
+            (S::Failed, E::Spawn, S::Spawning),
+            (S::Spawning, E::Connected, S::Loading),
+            (S::Loading, E::CanaryPassed, S::Ready),
+            (S::Ready, E::RequestSent, S::Busy),
+            (S::Busy, E::Answered, S::Ready),
+            (S::Busy, E::Failed, S::Failed),
+            (S::Loading, E::Failed, S::Failed),
+            (S::Spawning, E::Failed, S::Failed),
+            (S::Failed, E::BackOff, S::BackingOff),
+            (S::BackingOff, E::Spawn, S::Spawning),
+            (S::Failed, E::GiveUp, S::GivenUp),
+            (S::GivenUp, E::Spawn, S::Spawning),
+            // Events that make no sense in a state leave it unchanged.
+            (S::Ready, E::CanaryPassed, S::Ready),
+            (S::Spawning, E::RequestSent, S::Spawning),
+            (S::BackingOff, E::Answered, S::BackingOff),
+            (S::Ready, E::Spawn, S::Ready),
+            (S::Ready, E::Stop, S::BackingOff),
+            (S::BackingOff, E::Spawn, S::Spawning),
+        ];
+        for (from, event, to) in table {
+            assert_eq!(transition(from, event), to, "{from:?} + {event:?}");
+        }
+    }
+}
