@@ -12,6 +12,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod restart;
 pub mod segmenter;
+pub mod soak;
 pub mod stages;
 pub mod status;
 pub mod supervised;

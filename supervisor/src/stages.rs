@@ -395,14 +395,19 @@ async fn asr_stage(
                     Some(s) => queue.push_back((s, 0)),
                     None => closed = true,
                 },
+                _ = sup.exited() => {
+                    sup.on_exit().await;
+                }
                 _ = tokio::time::sleep(HEARTBEAT) => {
-                    // Idle: prove the worker still answers, or bring one back before speech comes.
+                    // Idle: prove the worker still answers (a frozen one is killed).
                     if sup.pid().is_some() {
                         let _ = sup.ping(Duration::from_secs(1)).await;
-                    } else if sup.next_attempt().is_none_or(|t| t <= Instant::now()) {
-                        let _ = sup.ensure_ready().await;
                     }
                 }
+            }
+            // Bring a failed worker back now, before speech needs it.
+            if sup.pid().is_none() {
+                let _ = sup.ensure_ready().await;
             }
             continue;
         }

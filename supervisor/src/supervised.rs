@@ -199,8 +199,10 @@ pub enum CallError {
 pub struct Stats {
     /// Restarts by failure class key.
     pub restarts: BTreeMap<String, u32>,
-    /// Failure detected → ready again, for each recovery.
+    /// Failure detected → ready again (back-off included), for each recovery.
     pub recoveries: Vec<Duration>,
+    /// Spawn → ready (handshake and canary), for every start.
+    pub startups: Vec<Duration>,
 }
 
 /// One supervised worker.
@@ -299,6 +301,7 @@ impl Supervised {
             tokio::time::sleep_until(at.into()).await;
         }
         self.apply(WorkerEvent::Spawn);
+        let spawned = Instant::now();
         let mut worker = match Worker::spawn(&self.command, self.load_timeout).await {
             Ok(w) => w,
             Err(e) => return Err(self.record(e, None).await),
@@ -316,6 +319,9 @@ impl Supervised {
         let now = Instant::now();
         self.history.on_ready(now - self.epoch);
         self.ready_at = Some(now);
+        if let Ok(mut s) = self.stats.lock() {
+            s.startups.push(now - spawned);
+        }
         if let Some(at) = self.failed_at.take() {
             let took = now - at;
             crate::log_info!("{} worker recovered in {:.0} ms (pid {pid})", self.role, took.as_secs_f64() * 1e3);
@@ -332,6 +338,28 @@ impl Supervised {
         });
         self.board.emit(Event::WorkerReady { role: self.role.as_str().into(), pid, device, model: h.model });
         Ok(())
+    }
+
+    /// Resolves when the running worker's process has exited on its own (never, if none runs).
+    /// Used while idle, so a killed worker is replaced before the next request needs it.
+    pub async fn exited(&mut self) {
+        match self.worker.as_mut() {
+            Some(w) => w.wait_exit().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Record the death noticed by [`Supervised::exited`].
+    pub async fn on_exit(&mut self) -> Failure {
+        let worker = self.worker.take();
+        let tail = worker.as_ref().map(Worker::stderr_tail).unwrap_or_default();
+        let input = FailureInput {
+            message: format!("{} worker died while idle", self.role),
+            stderr_tail: tail,
+            oom_killed: crate::worker::oom_kill_seen(),
+            ..FailureInput::default()
+        };
+        self.record(input, worker).await
     }
 
     /// Seconds the current worker has been ready.

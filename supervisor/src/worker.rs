@@ -344,6 +344,11 @@ impl Worker {
         WorkerError::Protocol { role: self.role, message: format!("unexpected reply {reply:?}") }
     }
 
+    /// Resolves when the process has exited.
+    pub async fn wait_exit(&mut self) {
+        let _ = self.child.wait().await;
+    }
+
     /// Make sure the process is gone and return how it ended (killing it if it still runs).
     pub async fn reap(&mut self) -> Option<ExitStatus> {
         match tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await {

@@ -1,0 +1,870 @@
+//! The daemon: `swictation daemon` (what the systemd unit starts) and `swictation run`.
+//!
+//! One main loop owns everything that changes what the daemon does: audio sources, the control
+//! commands, the status document, sd_notify. The supervised pipeline ([`Pipeline`]) runs in its
+//! own task and the control socket in its own; the loop never awaits either, so a command is
+//! answered while the ASR worker is busy on a long segment, and `WATCHDOG=1` (sent only from
+//! here) stops when, and only when, this loop stops turning.
+//!
+//! Audio comes from one of three sources:
+//! - capture ([`crate::capture`]): events arrive on a channel; the loop batches them into 100 ms
+//!   chunks for the pipeline and never blocks on it (a full queue drops and counts audio);
+//! - files: played by a task at real-time pace (or as fast as the pipeline takes them), which
+//!   discards audio while paused, still at real-time pace, as a microphone would;
+//! - standard input: raw s16le 16 kHz mono, read on a thread, paced by whoever writes it.
+//!
+//! Stopping (SIGTERM, SIGINT, `swictation stop`, or the end of file input) closes the audio
+//! queue; the pipeline then finishes the speech already captured, delivers every transcript, and
+//! the process exits 0.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map};
+use swictation_proto::{Role, SAMPLE_RATE};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::capture::{self, CaptureConfig, CaptureEvent, CaptureHandle};
+use crate::config::Config;
+use crate::control::{Command, ControlCommand, ControlListener};
+use crate::notify::Notifier;
+use crate::output::{Output, Session};
+use crate::pipeline::{EngineConfig, SegmentText};
+use crate::stages::{self, Pipeline, PipelineConfig, Probe, StageCommand, StageControl};
+use crate::status::{self, DaemonState, Event, LatencyTrackers};
+use crate::supervised::Board;
+
+/// Samples per chunk sent to the pipeline: 100 ms.
+const CHUNK: usize = SAMPLE_RATE as usize / 10;
+
+/// Chunks the pipeline's audio queue holds: 60 s, so audio keeps arriving while a worker
+/// restarts (the VAD stage replays it afterwards) without the loop ever blocking on it.
+const AUDIO_QUEUE: usize = 600;
+
+/// How often the status document is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Silence pushed into the pipeline on pause: longer than the segmenter's default
+/// `min_silence_ms` plus its padding, so speech in progress is closed and transcribed now
+/// rather than joined to whatever is said after resuming.
+const CLOSING_SILENCE: Duration = Duration::from_millis(1500);
+
+/// How long sample positions are remembered for latency measurement.
+const TIMELINE_SPAN: Duration = Duration::from_secs(600);
+
+/// Why `gpu` is null in the status document, until placement lands.
+pub const GPU_UNAVAILABLE: &str = "no NVML yet";
+
+/// Where the audio comes from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Live capture through cpal; `device` as `--device` takes it (`None`: the default input).
+    Capture {
+        /// Device name, unique part of one, or id.
+        device: Option<String>,
+    },
+    /// Recordings played back to back (a second of silence between them).
+    Files {
+        /// The recordings.
+        paths: Vec<PathBuf>,
+        /// Real-time pace (`false`: as fast as the pipeline takes them).
+        paced: bool,
+    },
+    /// Raw s16le 16 kHz mono on standard input.
+    Stdin,
+}
+
+impl Input {
+    /// Whether the input ends by itself (files, stdin): the daemon then exits when it is done.
+    pub fn is_finite(&self) -> bool {
+        !matches!(self, Input::Capture { .. })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Input::Capture { device } => device.clone().unwrap_or_else(|| "default".into()),
+            Input::Files { paths, .. } => {
+                paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            }
+            Input::Stdin => "stdin".into(),
+        }
+    }
+}
+
+/// Everything [`run`] needs.
+#[derive(Debug)]
+pub struct Options {
+    /// The configuration, with command-line overrides already applied.
+    pub config: Config,
+    /// The audio source.
+    pub input: Input,
+    /// The control socket (normally [`crate::control::socket_path`]).
+    pub socket: PathBuf,
+    /// sd_notify (disabled outside systemd).
+    pub notifier: Notifier,
+    /// Let workers honour fault-injection requests (tests only).
+    pub allow_faults: bool,
+}
+
+/// The engine (worker command lines) a configuration describes.
+pub fn engine_config(cfg: &Config, allow_faults: bool) -> EngineConfig {
+    let models = cfg.runtime.models_dir();
+    EngineConfig {
+        workers_dir: cfg.runtime.workers_dir.clone(),
+        ort_lib: cfg.runtime.ort_lib.clone(),
+        vad_model: Some(cfg.vad.model_path(&models)),
+        asr_model: Some(cfg.asr.model_dir(&models)),
+        vad_device: cfg.vad.device,
+        asr_encoder: cfg.asr.encoder_device,
+        asr_decoder: cfg.asr.decoder_device,
+        asr_threads: cfg.asr.threads,
+        allow_faults,
+        load_timeout: Duration::from_secs(60),
+    }
+}
+
+/// The supervised pipeline's configuration from the file's `[vad]`, `[audio]` and
+/// `[supervision]` sections.
+pub fn pipeline_config(cfg: &Config, allow_faults: bool) -> PipelineConfig {
+    let mut segmenter = cfg.vad.segmenter();
+    // The pre-roll is the segmenter's padding before speech: take the longer of the two keys.
+    segmenter.pad_before_ms = segmenter.pad_before_ms.max(cfg.audio.pre_roll_ms);
+    if segmenter.validate().is_err() {
+        segmenter.pad_before_ms = cfg.vad.pad_before_ms;
+    }
+    let mut p = PipelineConfig::new(engine_config(cfg, allow_faults), segmenter);
+    p.policy.max_failures = cfg.supervision.restart_max as usize;
+    p.policy.window = Duration::from_secs(cfg.supervision.restart_window_s);
+    p
+}
+
+/// What audio sources do right now; sources watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open,
+    Paused,
+    Stopped,
+}
+
+/// Audio positions and levels, shared by whatever feeds the pipeline: sample position → when it
+/// was fed (for latency), and the energy since the last status refresh (for the level).
+#[derive(Debug, Default)]
+struct Tap {
+    position: u64,
+    marks: VecDeque<(u64, Instant)>,
+    sum_sq: f64,
+    samples: u64,
+}
+
+impl Tap {
+    /// Records that `chunk` enters the pipeline now.
+    fn record(&mut self, chunk: &[f32]) {
+        let now = Instant::now();
+        self.position += chunk.len() as u64;
+        self.marks.push_back((self.position, now));
+        while self.marks.front().is_some_and(|(_, t)| now.duration_since(*t) > TIMELINE_SPAN) {
+            self.marks.pop_front();
+        }
+        self.sum_sq += chunk.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
+        self.samples += chunk.len() as u64;
+    }
+
+    /// When sample `pos` entered the pipeline (the end of the chunk holding it).
+    fn instant_of(&self, pos: u64) -> Option<Instant> {
+        let i = self.marks.partition_point(|(end, _)| *end < pos);
+        self.marks.get(i).map(|(_, t)| *t)
+    }
+
+    /// RMS level in dBFS since the last call, and reset; `None` without audio.
+    fn take_level(&mut self) -> Option<f32> {
+        let level = (self.samples > 0).then(|| {
+            let ms = self.sum_sq / self.samples as f64;
+            (10.0 * (ms + 1e-12).log10()).max(-120.0) as f32
+        });
+        self.sum_sq = 0.0;
+        self.samples = 0;
+        level
+    }
+}
+
+type SharedTap = Arc<Mutex<Tap>>;
+
+fn tap_record(tap: &SharedTap, chunk: &[f32]) {
+    if let Ok(mut t) = tap.lock() {
+        t.record(chunk);
+    }
+}
+
+/// Plays `samples` into the pipeline in [`CHUNK`]s, at real-time pace when `paced`. While the
+/// gate is paused, chunks are discarded at real-time pace; when it closes, playing stops.
+async fn play_file(
+    samples: Vec<f32>,
+    paced: bool,
+    tx: mpsc::Sender<Vec<f32>>,
+    mut gate: watch::Receiver<Gate>,
+    tap: SharedTap,
+) {
+    let period = Duration::from_secs_f64(CHUNK as f64 / SAMPLE_RATE as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for part in samples.chunks(CHUNK) {
+        let g = *gate.borrow();
+        match g {
+            Gate::Stopped => return,
+            Gate::Paused => {
+                tick.tick().await;
+                continue;
+            }
+            Gate::Open => {}
+        }
+        if paced {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = gate.changed() => if *gate.borrow() == Gate::Stopped { return },
+            }
+        }
+        tap_record(&tap, part);
+        tokio::select! {
+            r = tx.send(part.to_vec()) => if r.is_err() { return },
+            _ = wait_stopped(&mut gate) => return,
+        }
+    }
+}
+
+async fn wait_stopped(gate: &mut watch::Receiver<Gate>) {
+    let _ = gate.wait_for(|g| *g == Gate::Stopped).await;
+}
+
+/// Reads raw s16le 16 kHz mono from standard input on a thread (a blocked read cannot be
+/// cancelled, so the thread is left behind at exit) and forwards it to the pipeline from a task
+/// that does stop on request, so the pipeline's queue always closes.
+async fn play_stdin(tx: mpsc::Sender<Vec<f32>>, mut gate: watch::Receiver<Gate>, tap: SharedTap) {
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<f32>>(8);
+    let reader = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; CHUNK * 2];
+        let mut filled = 0;
+        loop {
+            match stdin.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::log_error!("reading audio from stdin: {e}");
+                    break;
+                }
+            }
+            if filled == buf.len() {
+                if raw_tx.blocking_send(crate::audio::from_raw_s16le(&buf)).is_err() {
+                    return;
+                }
+                filled = 0;
+            }
+        }
+        // An odd trailing byte is half a sample: dropped.
+        let tail = crate::audio::from_raw_s16le(&buf[..filled - filled % 2]);
+        if !tail.is_empty() {
+            let _ = raw_tx.blocking_send(tail);
+        }
+    });
+    if let Err(e) = reader {
+        crate::log_error!("cannot start the stdin reader: {e}");
+        return;
+    }
+    loop {
+        let chunk = tokio::select! {
+            c = raw_rx.recv() => match c { Some(c) => c, None => return },
+            _ = wait_stopped(&mut gate) => return,
+        };
+        if *gate.borrow() != Gate::Open {
+            continue;
+        }
+        tap_record(&tap, &chunk);
+        tokio::select! {
+            r = tx.send(chunk) => if r.is_err() { return },
+            _ = wait_stopped(&mut gate) => return,
+        }
+    }
+}
+
+/// Seconds since process `pid` started (from `/proc`), if it exists.
+fn process_uptime(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces): state is field 3, starttime 22.
+    let after = stat.rsplit_once(')')?.1;
+    let start_ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|&h| h > 0).unwrap_or(100);
+    Some((uptime - start_ticks / hz as f64).max(0.0))
+}
+
+/// Live capture state, for status.
+struct CaptureState {
+    handle: Option<CaptureHandle>,
+    rx: Option<mpsc::UnboundedReceiver<CaptureEvent>>,
+    /// `name [id]` of the open device, or what was asked for.
+    device: String,
+    /// The current error, while capture is retrying.
+    error: Option<String>,
+    /// Samples batched for the next pipeline chunk.
+    pending: Vec<f32>,
+}
+
+/// Everything the main loop owns.
+struct Daemon {
+    cfg: Config,
+    board: Board,
+    notifier: Notifier,
+    probe: Probe,
+    stage: StageControl,
+    gate: watch::Sender<Gate>,
+    tap: SharedTap,
+    audio_tx: Option<mpsc::Sender<Vec<f32>>>,
+    capture: Option<CaptureState>,
+    source: String,
+    started: Instant,
+    ready: bool,
+    paused: bool,
+    stopping: bool,
+    /// Audio samples dropped because the pipeline's queue was full.
+    dropped: u64,
+    latency: LatencyTrackers,
+    last_delivery: Option<Instant>,
+    last_state: DaemonState,
+    last_sd_status: String,
+    out_tx: Option<std::sync::mpsc::Sender<String>>,
+}
+
+impl Daemon {
+    /// The state as derived from what the loop knows and the pipeline's degraded flags.
+    fn derive_state(&self) -> DaemonState {
+        if self.stopping {
+            DaemonState::Stopping
+        } else if !self.ready {
+            DaemonState::Starting
+        } else if self.paused {
+            DaemonState::Paused
+        } else if self.probe.counters.degraded.load(Ordering::Relaxed) != 0
+            || self.capture.as_ref().is_some_and(|c| c.error.is_some())
+        {
+            DaemonState::Degraded
+        } else {
+            DaemonState::Listening
+        }
+    }
+
+    /// Writes the derived state into the status and announces a change.
+    fn publish_state(&mut self) {
+        let state = self.derive_state();
+        self.board.update(|s| s.state = state);
+        if state != self.last_state {
+            self.last_state = state;
+            crate::log_info!("state: {state}");
+            self.board.emit(Event::StateChanged { state });
+        }
+    }
+
+    /// The whole status refresh (every [`STATUS_EVERY`]).
+    fn refresh_status(&mut self) {
+        let level = if self.paused { None } else { self.tap.lock().ok().and_then(|mut t| t.take_level()) };
+        let (overruns, source) = match &self.capture {
+            Some(c) => {
+                let stats = c.handle.as_ref().map(CaptureHandle::stats).unwrap_or_default();
+                let source = match &c.error {
+                    Some(e) => format!("{} (capture error, retrying: {e})", c.device),
+                    None => c.device.clone(),
+                };
+                (stats.overruns, source)
+            }
+            None => (0, self.source.clone()),
+        };
+        let context_s = self.cfg.asr.context_s;
+        let queued = self.probe.counters.queued.load(Ordering::Relaxed) as usize;
+        let uptime = self.started.elapsed().as_secs_f64();
+        let latency = self.latency.snapshot();
+        let dropped = self.dropped;
+        self.board.update(|s| {
+            s.uptime_s = uptime;
+            s.audio.source = source;
+            s.audio.level_dbfs = level;
+            s.audio.overruns = overruns + dropped;
+            s.queue_depth = queued;
+            s.gpu = None;
+            s.gpu_unavailable = Some(GPU_UNAVAILABLE.into());
+            s.latency.asr_segment_ms_p50 = latency.asr_segment_ms_p50;
+            s.latency.asr_segment_ms_p95 = latency.asr_segment_ms_p95;
+            s.latency.speech_end_to_text_ms_p50 = latency.speech_end_to_text_ms_p50;
+            s.latency.speech_end_to_text_ms_p95 = latency.speech_end_to_text_ms_p95;
+            for w in &mut s.workers {
+                w.rss_mb = w.pid.and_then(status::rss_mb);
+                w.uptime_s = w.pid.and_then(process_uptime);
+                if w.role == Role::Asr.as_str() {
+                    w.context_s = Some(context_s);
+                }
+            }
+        });
+        self.publish_state();
+        self.send_sd_status();
+    }
+
+    /// `STATUS=listening; vad cpu, asr moonshine-base-en on cpu`, sent when it changes (and
+    /// only after READY=1, and never after STOPPING=1).
+    fn send_sd_status(&mut self) {
+        if !self.ready || self.stopping {
+            return;
+        }
+        let s = self.board.snapshot();
+        let workers: Vec<String> = s
+            .workers
+            .iter()
+            .map(|w| match (w.pid, w.role.as_str()) {
+                (Some(_), "vad") => format!("vad {}", w.device),
+                (Some(_), role) => format!("{role} {} on {}", w.model, w.device),
+                (None, role) => format!("{role} {}", w.state),
+            })
+            .collect();
+        let line = format!("{}; {}", s.state, workers.join(", "));
+        if line != self.last_sd_status {
+            if let Err(e) = self.notifier.status(&line) {
+                crate::log_warn!("sd_notify STATUS: {e}");
+            }
+            self.last_sd_status = line;
+        }
+    }
+
+    /// Pushes audio to the pipeline without waiting: a full queue drops it and counts it.
+    fn push_audio(&mut self, chunk: Vec<f32>) {
+        let Some(tx) = &self.audio_tx else { return };
+        let n = chunk.len() as u64;
+        tap_record(&self.tap, &chunk);
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(chunk) {
+            if self.dropped == 0 {
+                crate::log_warn!("the pipeline is {} s behind; dropping audio (counted as overruns)", AUDIO_QUEUE / 10);
+            }
+            self.dropped += n;
+        }
+    }
+
+    fn pause(&mut self) {
+        if self.paused || self.stopping {
+            return;
+        }
+        self.paused = true;
+        let _ = self.gate.send(Gate::Paused);
+        if let Some(c) = &mut self.capture {
+            if let Some(h) = &c.handle {
+                h.pause();
+            }
+            c.pending.clear();
+        }
+        // Close the utterance in progress so it is transcribed now.
+        let silence = vec![0.0f32; (CLOSING_SILENCE.as_secs_f64() * SAMPLE_RATE as f64) as usize];
+        for c in silence.chunks(CHUNK) {
+            self.push_audio(c.to_vec());
+        }
+        self.publish_state();
+    }
+
+    fn resume(&mut self) {
+        if !self.paused || self.stopping {
+            return;
+        }
+        self.paused = false;
+        let _ = self.gate.send(Gate::Open);
+        if let Some(h) = self.capture.as_ref().and_then(|c| c.handle.as_ref()) {
+            h.resume();
+        }
+        self.publish_state();
+    }
+
+    /// Begins a graceful stop: sources stop, the audio queue closes once what was captured is
+    /// in it, and the pipeline finishes what it holds.
+    fn begin_stop(&mut self, why: &str) {
+        if self.stopping {
+            return;
+        }
+        crate::log_info!("stopping ({why}): finishing the speech already captured");
+        if let Err(e) = self.notifier.stopping() {
+            crate::log_warn!("sd_notify STOPPING: {e}");
+        }
+        self.stopping = true;
+        let _ = self.gate.send(Gate::Stopped);
+        match &mut self.capture {
+            Some(c) => {
+                // The capture thread delivers what it has, then ends, closing its channel; the
+                // loop forwards that audio and then closes the pipeline's queue.
+                if let Some(h) = c.handle.take() {
+                    tokio::task::spawn_blocking(move || h.stop());
+                }
+                if c.rx.is_none() {
+                    self.audio_tx = None;
+                }
+            }
+            None => self.audio_tx = None,
+        }
+        self.publish_state();
+    }
+
+    /// Answers one control command, at once.
+    fn command(&mut self, cmd: ControlCommand) {
+        let state = |d: &Daemon| Map::from_iter([("state".to_owned(), json!(d.derive_state().as_str()))]);
+        if self.stopping && cmd.command != Command::Stop {
+            cmd.respond(Err("the daemon is stopping".into()));
+            return;
+        }
+        match cmd.command {
+            Command::Pause => self.pause(),
+            Command::Resume => self.resume(),
+            Command::Toggle if self.paused => self.resume(),
+            Command::Toggle => self.pause(),
+            Command::Stop => self.begin_stop("requested through the control socket"),
+            Command::Restart(role) => {
+                if self.stage.for_role(role).send(StageCommand::Restart).is_err() {
+                    cmd.respond(Err(format!("the {role} stage is not running")));
+                    return;
+                }
+                let mut m = state(self);
+                m.insert("restarting".into(), json!(role.as_str()));
+                cmd.respond(Ok(m));
+                return;
+            }
+        }
+        let m = state(self);
+        cmd.respond(Ok(m));
+    }
+
+    /// One capture event.
+    fn capture_event(&mut self, ev: Option<CaptureEvent>) {
+        let Some(c) = &mut self.capture else { return };
+        match ev {
+            None => {
+                // The capture thread has ended (only after stop): flush and close the queue.
+                c.rx = None;
+                let rest = std::mem::take(&mut c.pending);
+                if !rest.is_empty() {
+                    self.push_audio(rest);
+                }
+                self.audio_tx = None;
+            }
+            Some(CaptureEvent::Audio(a)) => {
+                if self.paused {
+                    return;
+                }
+                c.pending.extend_from_slice(&a);
+                if c.pending.len() >= CHUNK {
+                    let chunk = std::mem::take(&mut c.pending);
+                    self.push_audio(chunk);
+                }
+            }
+            Some(CaptureEvent::Opened { device, rate, channels, format }) => {
+                crate::log_info!("capturing from {device} ({rate} Hz, {channels} ch, {format})");
+                c.device = device;
+                if c.error.take().is_some() {
+                    crate::log_info!("capture is back");
+                }
+                self.publish_state();
+            }
+            Some(CaptureEvent::Error(message)) => {
+                crate::log_warn!("capture: {message}");
+                c.error = Some(message.clone());
+                // Subscribers hear of capture failures as failures of the `capture` role.
+                self.board.emit(Event::WorkerFailed { role: "capture".into(), class: "device".into(), reason: message });
+                self.publish_state();
+            }
+        }
+    }
+
+    /// One transcript from the pipeline.
+    fn transcript(&mut self, seg: SegmentText, at: Instant) {
+        let min_silence = u64::from(self.cfg.vad.min_silence_ms) * u64::from(SAMPLE_RATE) / 1000;
+        let pos = |secs: f64| (secs * SAMPLE_RATE as f64).round() as u64;
+        if let Ok(tap) = self.tap.lock() {
+            if let Some(t) = tap.instant_of(pos(seg.speech_end)) {
+                self.latency.speech_end_to_text.record(at.duration_since(t).as_secs_f64() * 1e3);
+            }
+            // The segment reached the ASR queue once `min_silence` followed its speech; its ASR
+            // time is from then (or from the previous delivery, if the worker was still busy).
+            if let Some(t) = tap.instant_of(pos(seg.speech_end) + min_silence) {
+                let from = self.last_delivery.map_or(t, |d| d.max(t));
+                self.latency.asr_segment.record(at.saturating_duration_since(from).as_secs_f64() * 1e3);
+            }
+        }
+        self.last_delivery = Some(at);
+        let text = seg.text.trim().to_owned();
+        crate::log_debug!("segment {} transcribed ({} characters)", seg.index, text.chars().count());
+        if text.is_empty() {
+            return;
+        }
+        self.board.emit(Event::Transcript { index: seg.index, text: text.clone() });
+        if let Some(out) = &self.out_tx {
+            let _ = out.send(text);
+        }
+    }
+}
+
+/// Runs the daemon until it is stopped (or file input ends and everything is output).
+pub async fn run(opts: Options) -> Result<()> {
+    let Options { config, input, socket, notifier, allow_faults } = opts;
+    let started = Instant::now();
+
+    // Everything that can be refused is checked before anything starts.
+    let output = Output::open(&config.output, &Session::from_env())?;
+    let file_audio = match &input {
+        Input::Files { paths, .. } => {
+            let mut samples = Vec::new();
+            for (i, f) in paths.iter().enumerate() {
+                if i > 0 {
+                    // A second of silence between recordings so each ends as its own utterance.
+                    samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
+                }
+                samples.extend(crate::audio::load(f)?.samples);
+            }
+            // Trailing silence lets the last utterance close naturally, as when the user stops.
+            samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
+            Some(samples)
+        }
+        _ => None,
+    };
+
+    // The control socket is listening before READY=1, so `swictation status` works as soon as
+    // systemd says the service is up. For a file run a second daemon's socket is not fatal.
+    let listener = match ControlListener::bind(&socket) {
+        Ok(l) => Some(l),
+        Err(e) if input.is_finite() => {
+            crate::log_warn!("no control socket: {e:#}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let board = Board::new();
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<ControlCommand>(32);
+    let control_task = listener.map(|l| {
+        crate::log_info!("control socket at {}", l.path().display());
+        let (status, commands, events) = (board.subscribe_status(), cmd_tx.clone(), board.events());
+        tokio::spawn(async move {
+            if let Err(e) = l.run(status, commands, events).await {
+                crate::log_error!("control socket: {e:#}");
+            }
+        })
+    });
+
+    let tap: SharedTap = Arc::new(Mutex::new(Tap::default()));
+    let (gate, gate_rx) = watch::channel(Gate::Open);
+    let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(AUDIO_QUEUE);
+
+    // Output on its own thread: typing tools may block, and stdout may be a slow pipe.
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
+    crate::log_info!("transcripts go to {}", output.describe());
+    let output_thread = std::thread::Builder::new().name("output".into()).spawn(move || {
+        let mut output = output;
+        let mut failures = 0u32;
+        for text in out_rx {
+            if let Err(e) = output.write(&text) {
+                failures += 1;
+                // Once is informative; every transcript would flood the journal.
+                if failures <= 3 {
+                    crate::log_error!("output: {e}");
+                }
+            }
+        }
+    })?;
+
+    // The pipeline: start the workers, then run; the loop hears of readiness through `ready`.
+    let mut pipeline = Pipeline::new(pipeline_config(&config, allow_faults), board.clone());
+    let probe = pipeline.probe();
+    let (stage, stage_rx) = stages::stage_channels();
+    let (text_tx, mut text_rx) = mpsc::unbounded_channel::<(SegmentText, Instant)>();
+    let (ready_tx, mut ready_rx) = oneshot::channel::<()>();
+    let mut pipeline_task = tokio::spawn(async move {
+        pipeline.start().await;
+        let _ = ready_tx.send(());
+        pipeline
+            .run(
+                audio_rx,
+                move |s| {
+                    let _ = text_tx.send((s, Instant::now()));
+                },
+                Some(stage_rx),
+            )
+            .await
+    });
+
+    // Audio sources.
+    let mut capture = None;
+    let mut feeder: Option<tokio::task::JoinHandle<()>> = None;
+    match &input {
+        Input::Capture { device } => {
+            let (cap_tx, cap_rx) = mpsc::unbounded_channel();
+            let cc = CaptureConfig { device: device.clone(), ..CaptureConfig::default() };
+            let handle = capture::start(cc, cap_tx).context("starting audio capture")?;
+            capture = Some(CaptureState {
+                handle: Some(handle),
+                rx: Some(cap_rx),
+                device: input.describe(),
+                error: None,
+                pending: Vec::with_capacity(CHUNK * 2),
+            });
+        }
+        Input::Files { paced, .. } => {
+            let samples = file_audio.unwrap_or_default();
+            feeder = Some(tokio::spawn(play_file(samples, *paced, audio_tx.clone(), gate_rx.clone(), tap.clone())));
+        }
+        Input::Stdin => feeder = Some(tokio::spawn(play_stdin(audio_tx.clone(), gate_rx.clone(), tap.clone()))),
+    }
+    // File and stdin feeders own their sender; the loop keeps one for the pause silence.
+    let mut d = Daemon {
+        cfg: config,
+        board: board.clone(),
+        notifier,
+        probe,
+        stage,
+        gate,
+        tap,
+        audio_tx: Some(audio_tx),
+        capture,
+        source: input.describe(),
+        started,
+        ready: false,
+        paused: false,
+        stopping: false,
+        dropped: 0,
+        latency: LatencyTrackers::new(),
+        last_delivery: None,
+        last_state: DaemonState::Starting,
+        last_sd_status: String::new(),
+        out_tx: Some(out_tx),
+    };
+    d.refresh_status();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog_every = d.notifier.watchdog_ping_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(50)));
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ready_seen = false;
+
+    let report = loop {
+        tokio::select! {
+            r = &mut pipeline_task => break r,
+            r = &mut ready_rx, if !ready_seen => {
+                ready_seen = true;
+                if r.is_ok() {
+                    d.ready = true;
+                    d.refresh_status();
+                    if !d.stopping {
+                        if let Err(e) = d.notifier.ready() {
+                            crate::log_warn!("sd_notify READY: {e}");
+                        }
+                        crate::log_info!("ready: {}", d.last_sd_status);
+                        d.last_sd_status.clear();
+                        d.send_sd_status();
+                    }
+                }
+            }
+            Some(cmd) = cmd_rx.recv() => d.command(cmd),
+            ev = recv_capture(&mut d.capture) => d.capture_event(ev),
+            Some((seg, at)) = text_rx.recv() => d.transcript(seg, at),
+            _ = join_opt(&mut feeder) => {
+                // File or stdin input has ended: stop once the pipeline has finished it.
+                feeder = None;
+                d.begin_stop("end of input");
+            }
+            _ = term.recv() => d.begin_stop("SIGTERM"),
+            _ = int.recv() => d.begin_stop("SIGINT"),
+            _ = status_tick.tick() => d.refresh_status(),
+            _ = watchdog_tick.tick(), if watchdog_every.is_some() && d.ready && !d.stopping => {
+                if let Err(e) = d.notifier.watchdog() {
+                    crate::log_warn!("sd_notify WATCHDOG: {e}");
+                }
+            }
+        }
+    };
+    // The pipeline has delivered everything: drain the transcripts it sent on the way out.
+    d.begin_stop("pipeline finished");
+    while let Ok((seg, at)) = text_rx.try_recv() {
+        d.transcript(seg, at);
+    }
+    d.out_tx = None;
+    let joined = tokio::task::spawn_blocking(move || output_thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        crate::log_error!("the output thread failed; some transcripts may not have been output");
+    }
+    if let Some(t) = control_task {
+        t.abort();
+        // Dropping the listener removes the socket file.
+        let _ = t.await;
+    }
+    let report = report.context("pipeline task panicked")??;
+    if !report.quarantined.is_empty() {
+        crate::log_warn!(
+            "{} segment(s) quarantined under {}",
+            report.quarantined.len(),
+            stages::state_dir().join("quarantine").display()
+        );
+    }
+    crate::log_info!("stopped: {} segment(s), {} transcript(s)", report.segments_in, report.delivered);
+    Ok(())
+}
+
+async fn recv_capture(c: &mut Option<CaptureState>) -> Option<CaptureEvent> {
+    match c.as_mut().and_then(|c| c.rx.as_mut()) {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_opt(h: &mut Option<tokio::task::JoinHandle<()>>) {
+    match h {
+        Some(h) => {
+            let _ = h.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_maps_positions_to_times_and_measures_level() {
+        let mut tap = Tap::default();
+        tap.record(&[0.5; 1600]);
+        let first = tap.instant_of(1);
+        std::thread::sleep(Duration::from_millis(5));
+        tap.record(&[0.5; 1600]);
+        assert_eq!(tap.instant_of(1600), first);
+        assert!(tap.instant_of(1601) > first);
+        assert_eq!(tap.instant_of(4000), None);
+        // A constant 0.5 is -6.02 dBFS.
+        let level = tap.take_level().unwrap_or(f32::NAN);
+        assert!((level + 6.02).abs() < 0.01, "{level}");
+        assert_eq!(tap.take_level(), None);
+    }
+
+    #[test]
+    fn own_process_has_an_uptime() {
+        let up = process_uptime(std::process::id());
+        assert!(up.is_some_and(|u| (0.0..3600.0).contains(&u)), "{up:?}");
+        assert_eq!(process_uptime(u32::MAX), None);
+    }
+
+    #[test]
+    fn pipeline_config_follows_the_file() {
+        let mut cfg = Config::default();
+        cfg.supervision.restart_max = 3;
+        cfg.supervision.restart_window_s = 30;
+        cfg.audio.pre_roll_ms = 500;
+        let p = pipeline_config(&cfg, false);
+        assert_eq!(p.policy.max_failures, 3);
+        assert_eq!(p.policy.window, Duration::from_secs(30));
+        assert_eq!(p.segmenter.pad_before_ms, 500);
+    }
+}

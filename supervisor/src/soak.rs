@@ -1,0 +1,386 @@
+//! `swictation soak`: loop real speech through the supervised pipeline while faults are injected
+//! into random workers (from inside, over the protocol) and inflicted from outside (SIGKILL,
+//! SIGSTOP), then check that nothing was lost, duplicated or leaked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use swictation_proto::{Fault, Role};
+use tokio::sync::mpsc;
+
+use crate::audio;
+use crate::pipeline::EngineConfig;
+use crate::segmenter::SegmenterConfig;
+use crate::stages::{stage_channels, Pipeline, PipelineConfig, StageCommand, StageControl};
+use crate::supervised::{Board, Stats};
+
+/// Soak parameters.
+#[derive(Debug, Clone)]
+pub struct SoakArgs {
+    /// How long speech is fed.
+    pub duration: Duration,
+    /// Mean interval between faults (each interval is drawn from 0.5×..1.5× this).
+    pub fault_every: Duration,
+    /// Seed of the fault schedule.
+    pub seed: u64,
+    /// Feed speech as fast as the pipeline takes it instead of in real time.
+    pub fast: bool,
+}
+
+/// A small deterministic generator (SplitMix64): the schedule is reproducible from `--seed`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One kind of fault the soak inflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Inflict {
+    Inject(FaultKind),
+    Kill,
+    Freeze,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum FaultKind {
+    Abort,
+    Segfault,
+    Exit,
+    Hang,
+    CudaFault,
+    GrowMemory,
+}
+
+const MENU: &[Inflict] = &[
+    Inflict::Inject(FaultKind::Abort),
+    Inflict::Inject(FaultKind::Segfault),
+    Inflict::Inject(FaultKind::Exit),
+    Inflict::Inject(FaultKind::Hang),
+    Inflict::Inject(FaultKind::CudaFault),
+    Inflict::Inject(FaultKind::GrowMemory),
+    Inflict::Kill,
+    Inflict::Freeze,
+];
+
+impl Inflict {
+    fn name(self) -> &'static str {
+        match self {
+            Inflict::Inject(FaultKind::Abort) => "abort",
+            Inflict::Inject(FaultKind::Segfault) => "segfault",
+            Inflict::Inject(FaultKind::Exit) => "exit(42)",
+            Inflict::Inject(FaultKind::Hang) => "hang",
+            Inflict::Inject(FaultKind::CudaFault) => "cuda fault",
+            Inflict::Inject(FaultKind::GrowMemory) => "grow 64 MiB",
+            Inflict::Kill => "SIGKILL",
+            Inflict::Freeze => "SIGSTOP",
+        }
+    }
+
+    fn fault(self) -> Option<Fault> {
+        match self {
+            Inflict::Inject(FaultKind::Abort) => Some(Fault::Abort),
+            Inflict::Inject(FaultKind::Segfault) => Some(Fault::Segfault),
+            Inflict::Inject(FaultKind::Exit) => Some(Fault::Exit(42)),
+            Inflict::Inject(FaultKind::Hang) => Some(Fault::Hang),
+            Inflict::Inject(FaultKind::CudaFault) => Some(Fault::CudaFault),
+            Inflict::Inject(FaultKind::GrowMemory) => Some(Fault::GrowMemory(64)),
+            Inflict::Kill | Inflict::Freeze => None,
+        }
+    }
+}
+
+/// Everything the soak measured.
+#[derive(Debug, Default)]
+pub struct SoakReport {
+    /// Faults inflicted by kind and role.
+    pub faults: BTreeMap<(String, &'static str), u32>,
+    /// Segments the segmenter emitted.
+    pub segments_in: u64,
+    /// Transcripts delivered.
+    pub transcripts_out: u64,
+    /// Segments neither delivered nor quarantined.
+    pub lost: u64,
+    /// Segments delivered more than once.
+    pub duplicated: u64,
+    /// Transcripts delivered out of order.
+    pub out_of_order: u64,
+    /// Segments quarantined.
+    pub quarantined: u64,
+    /// VAD worker counters.
+    pub vad: Stats,
+    /// ASR worker counters.
+    pub asr: Stats,
+    /// Supervisor resident memory after start-up and at the end, MiB.
+    pub rss_mb: (u64, u64),
+    /// Open file descriptors after start-up and after shutdown.
+    pub fds: (usize, usize),
+    /// Zombie children left after shutdown.
+    pub zombies: usize,
+}
+
+impl SoakReport {
+    /// Total faults inflicted.
+    pub fn fault_count(&self) -> u32 {
+        self.faults.values().sum()
+    }
+
+    /// The invariants that must hold; each violation as a sentence.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.lost > 0 {
+            v.push(format!("{} segment(s) lost", self.lost));
+        }
+        if self.duplicated > 0 {
+            v.push(format!("{} transcript(s) duplicated", self.duplicated));
+        }
+        if self.out_of_order > 0 {
+            v.push(format!("{} transcript(s) out of order", self.out_of_order));
+        }
+        if self.fds.1 > self.fds.0 {
+            v.push(format!("{} file descriptor(s) leaked", self.fds.1 - self.fds.0));
+        }
+        if self.zombies > 0 {
+            v.push(format!("{} zombie process(es)", self.zombies));
+        }
+        if self.segments_in == 0 {
+            v.push("no speech was segmented".into());
+        }
+        v
+    }
+
+    /// The table the command prints.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut t = String::new();
+        let row = |t: &mut String, k: &str, v: String| {
+            let _ = writeln!(t, "{k:<34} {v}");
+        };
+        let faults: Vec<String> =
+            self.faults.iter().map(|((role, kind), n)| format!("{role} {kind} ×{n}")).collect();
+        row(&mut t, "faults inflicted", format!("{} ({})", self.fault_count(), faults.join(", ")));
+        row(&mut t, "segments in", self.segments_in.to_string());
+        row(&mut t, "transcripts out", self.transcripts_out.to_string());
+        row(&mut t, "lost", self.lost.to_string());
+        row(&mut t, "duplicated", self.duplicated.to_string());
+        row(&mut t, "out of order", self.out_of_order.to_string());
+        row(&mut t, "quarantined", self.quarantined.to_string());
+        for (role, s) in [("vad", &self.vad), ("asr", &self.asr)] {
+            let by_class: Vec<String> = s.restarts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            row(&mut t, &format!("{role} restarts by class"), if by_class.is_empty() { "none".into() } else { by_class.join(", ") });
+            row(&mut t, &format!("{role} recovery (failure → ready)"), percentiles(&s.recoveries));
+            row(&mut t, &format!("{role} restart (spawn → ready)"), percentiles(&s.startups));
+        }
+        row(&mut t, "supervisor RSS start → end", format!("{} → {} MiB", self.rss_mb.0, self.rss_mb.1));
+        row(&mut t, "file descriptors start → end", format!("{} → {}", self.fds.0, self.fds.1));
+        row(&mut t, "zombies", self.zombies.to_string());
+        t
+    }
+}
+
+fn percentiles(v: &[Duration]) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let p = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    format!("p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms (n={})", p(0.5), p(0.95), p(1.0), ms.len())
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+fn zombie_children() -> usize {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter(|stat| {
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut f = rest.split_whitespace();
+            let state = f.next();
+            let ppid = f.next().and_then(|p| p.parse::<u32>().ok());
+            state == Some("Z") && ppid == Some(me)
+        })
+        .count()
+}
+
+/// Run the soak.
+pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport> {
+    engine.allow_faults = true;
+    let speech_dir = swictation_proto::paths::speech_dir().join("librivox");
+    let clips = crate::bench::librivox_clips(&speech_dir)?;
+    let mut speech = Vec::new();
+    for (path, _) in &clips {
+        speech.extend(audio::load(path)?.samples);
+        speech.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
+    }
+
+    let state = tempfile_dir()?;
+    let mut cfg = PipelineConfig::new(engine, SegmenterConfig::default());
+    cfg.quarantine_dir = state.join("quarantine");
+    cfg.pending_dir = state.join("pending");
+    let board = Board::new();
+    let mut pipeline = Pipeline::new(cfg, board.clone());
+    pipeline.start().await;
+    let fds_start = open_fds();
+    let rss_start = crate::status::rss_mb(std::process::id()).unwrap_or(0);
+
+    let (control, receivers) = stage_channels();
+    let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(600);
+    let deadline = Instant::now() + args.duration;
+    let fast = args.fast;
+    let source = tokio::spawn(async move {
+        let chunk = audio::RATE as usize / 10;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        'outer: loop {
+            for part in speech.chunks(chunk) {
+                if Instant::now() >= deadline {
+                    break 'outer;
+                }
+                if !fast {
+                    tick.tick().await;
+                }
+                if audio_tx.send(part.to_vec()).await.is_err() {
+                    break 'outer;
+                }
+            }
+        }
+    });
+
+    let faults: Arc<Mutex<BTreeMap<(String, &'static str), u32>>> = Arc::default();
+    let fault_task = {
+        let faults = faults.clone();
+        let board = board.clone();
+        let control: StageControl = control.clone();
+        let (every, seed) = (args.fault_every, args.seed);
+        tokio::spawn(async move {
+            let mut rng = Rng(seed);
+            loop {
+                let wait = every.mul_f64(0.5 + rng.unit());
+                if Instant::now() + wait >= deadline {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                let role = if rng.below(2) == 0 { Role::Vad } else { Role::Asr };
+                let what = MENU[rng.below(MENU.len() as u64) as usize];
+                let inflicted = match what.fault() {
+                    Some(f) => control.for_role(role).send(StageCommand::Inject(f)).is_ok(),
+                    None => {
+                        let pid = board
+                            .snapshot()
+                            .workers
+                            .iter()
+                            .find(|w| w.role == role.as_str())
+                            .and_then(|w| w.pid);
+                        let sig = if what == Inflict::Kill {
+                            nix::sys::signal::Signal::SIGKILL
+                        } else {
+                            nix::sys::signal::Signal::SIGSTOP
+                        };
+                        pid.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), sig).is_ok())
+                    }
+                };
+                if inflicted {
+                    crate::log_info!("soak: {} → {role} worker", what.name());
+                    if let Ok(mut f) = faults.lock() {
+                        *f.entry((role.as_str().to_string(), what.name())).or_default() += 1;
+                    }
+                }
+            }
+        })
+    };
+
+    let delivered: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let seen = delivered.clone();
+    let report = pipeline
+        .run(
+            audio_rx,
+            move |s| {
+                if let Ok(mut d) = seen.lock() {
+                    d.push(s.index);
+                }
+            },
+            Some(receivers),
+        )
+        .await?;
+    fault_task.abort();
+    source.await.context("speech source")?;
+    drop(control);
+    // Give the reaper a moment: zombies are counted after the workers were waited for.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let delivered = delivered.lock().map(|d| d.clone()).unwrap_or_default();
+    let unique: BTreeSet<u64> = delivered.iter().copied().collect();
+    let quarantined: BTreeSet<u64> = report.quarantined.iter().copied().collect();
+    let accounted = unique.union(&quarantined).count() as u64;
+    let out_of_order = delivered.windows(2).filter(|w| w[1] <= w[0]).count() as u64;
+    let soak = SoakReport {
+        faults: faults.lock().map(|f| f.clone()).unwrap_or_default(),
+        segments_in: report.segments_in,
+        transcripts_out: delivered.len() as u64,
+        lost: report.segments_in.saturating_sub(accounted),
+        duplicated: (delivered.len() - unique.len()) as u64,
+        out_of_order,
+        quarantined: quarantined.len() as u64,
+        vad: report.vad,
+        asr: report.asr,
+        rss_mb: (rss_start, crate::status::rss_mb(std::process::id()).unwrap_or(0)),
+        fds: (fds_start, open_fds()),
+        zombies: zombie_children(),
+    };
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(soak)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("swictation-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_reproducible_from_the_seed() {
+        let a: Vec<u64> = { let mut r = Rng(7); (0..5).map(|_| r.below(100)).collect() };
+        let b: Vec<u64> = { let mut r = Rng(7); (0..5).map(|_| r.below(100)).collect() };
+        let c: Vec<u64> = { let mut r = Rng(8); (0..5).map(|_| r.below(100)).collect() };
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mut r = Rng(1);
+        assert!((0..1000).map(|_| r.unit()).all(|u| (0.0..1.0).contains(&u)));
+    }
+
+    #[test]
+    fn violations_name_each_broken_invariant() {
+        let ok = SoakReport { segments_in: 10, transcripts_out: 10, fds: (9, 9), ..Default::default() };
+        assert!(ok.violations().is_empty());
+        let bad = SoakReport { segments_in: 10, lost: 1, duplicated: 2, fds: (9, 11), zombies: 1, ..Default::default() };
+        let v = bad.violations().join("; ");
+        for word in ["lost", "duplicated", "leaked", "zombie"] {
+            assert!(v.contains(word), "{v}");
+        }
+    }
+}
