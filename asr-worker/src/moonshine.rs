@@ -428,6 +428,8 @@ struct DecoderPlan {
     encoder_cache: Vec<CacheSlot>,
 }
 
+/// Map every decoder input to its feed and every past key/value to the output that renews it,
+/// refusing anything that is not a Moonshine merged decoder.
 fn plan_decoder(session: &Session, encoder_hidden: Option<i64>) -> Result<DecoderPlan, String> {
     let outputs = session.outputs();
     let output_index = |name: &str| outputs.iter().position(|o| o.name() == name);

@@ -121,8 +121,11 @@ pub enum Fault {
     Hang,
     /// Report the error text ONNX Runtime gives on a sticky CUDA fault, then exit as a real one.
     CudaFault,
-    /// Allocate and touch this many MiB of memory, then keep working.
+    /// Allocate and touch this many MiB of memory, then keep working; an allocation that fails
+    /// is reported as [`ErrorKind::OutOfMemory`], as a real one would be.
     GrowMemory(u32),
+    /// Answer with bytes that are not a frame (a corrupted worker).
+    Garbage,
 }
 
 /// What the supervisor asks of a worker.

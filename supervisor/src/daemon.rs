@@ -125,6 +125,7 @@ pub fn engine_config(cfg: &Config, allow_faults: bool) -> EngineConfig {
         asr_threads: cfg.asr.threads,
         allow_faults,
         load_timeout: Duration::from_secs(60),
+        memory_limit_mb: None,
     }
 }
 
@@ -455,7 +456,7 @@ impl Daemon {
             return;
         }
         self.paused = true;
-        let _ = self.gate.send(Gate::Paused);
+        self.gate.send_replace(Gate::Paused);
         if let Some(c) = &mut self.capture {
             if let Some(h) = &c.handle {
                 h.pause();
@@ -475,7 +476,7 @@ impl Daemon {
             return;
         }
         self.paused = false;
-        let _ = self.gate.send(Gate::Open);
+        self.gate.send_replace(Gate::Open);
         if let Some(h) = self.capture.as_ref().and_then(|c| c.handle.as_ref()) {
             h.resume();
         }
@@ -493,7 +494,7 @@ impl Daemon {
             crate::log_warn!("sd_notify STOPPING: {e}");
         }
         self.stopping = true;
-        let _ = self.gate.send(Gate::Stopped);
+        self.gate.send_replace(Gate::Stopped);
         match &mut self.capture {
             Some(c) => {
                 // The capture thread delivers what it has, then ends, closing its channel; the
@@ -674,6 +675,24 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     })?;
 
+    // Capture starts before the workers: a --device that matches nothing fails now, and the
+    // audio captured while the models load waits in the queue (the pre-roll of the first words).
+    let capture = match &input {
+        Input::Capture { device } => {
+            let (cap_tx, cap_rx) = mpsc::unbounded_channel();
+            let cc = CaptureConfig { device: device.clone(), ..CaptureConfig::default() };
+            let handle = capture::start(cc, cap_tx).context("starting audio capture")?;
+            Some(CaptureState {
+                handle: Some(handle),
+                rx: Some(cap_rx),
+                device: input.describe(),
+                error: None,
+                pending: Vec::with_capacity(CHUNK * 2),
+            })
+        }
+        _ => None,
+    };
+
     // The pipeline: start the workers, then run; the loop hears of readiness through `ready`.
     let mut pipeline = Pipeline::new(pipeline_config(&config, allow_faults), board.clone());
     let probe = pipeline.probe();
@@ -695,21 +714,9 @@ pub async fn run(opts: Options) -> Result<()> {
     });
 
     // Audio sources.
-    let mut capture = None;
     let mut feeder: Option<tokio::task::JoinHandle<()>> = None;
     match &input {
-        Input::Capture { device } => {
-            let (cap_tx, cap_rx) = mpsc::unbounded_channel();
-            let cc = CaptureConfig { device: device.clone(), ..CaptureConfig::default() };
-            let handle = capture::start(cc, cap_tx).context("starting audio capture")?;
-            capture = Some(CaptureState {
-                handle: Some(handle),
-                rx: Some(cap_rx),
-                device: input.describe(),
-                error: None,
-                pending: Vec::with_capacity(CHUNK * 2),
-            });
-        }
+        Input::Capture { .. } => {}
         Input::Files { paced, .. } => {
             let samples = file_audio.unwrap_or_default();
             feeder = Some(tokio::spawn(play_file(samples, *paced, audio_tx.clone(), gate_rx.clone(), tap.clone())));
@@ -757,24 +764,26 @@ pub async fn run(opts: Options) -> Result<()> {
                 ready_seen = true;
                 if r.is_ok() {
                     d.ready = true;
-                    d.refresh_status();
+                    // READY=1 strictly before the first STATUS= (refresh_status sends it).
                     if !d.stopping {
                         if let Err(e) = d.notifier.ready() {
                             crate::log_warn!("sd_notify READY: {e}");
                         }
-                        crate::log_info!("ready: {}", d.last_sd_status);
-                        d.last_sd_status.clear();
-                        d.send_sd_status();
                     }
+                    d.refresh_status();
+                    crate::log_info!("ready: {}", d.last_sd_status);
                 }
             }
             Some(cmd) = cmd_rx.recv() => d.command(cmd),
             ev = recv_capture(&mut d.capture) => d.capture_event(ev),
             Some((seg, at)) = text_rx.recv() => d.transcript(seg, at),
             _ = join_opt(&mut feeder) => {
-                // File or stdin input has ended: stop once the pipeline has finished it.
+                // File or stdin input has ended: close the audio queue (the feeder's sender is
+                // gone with it); the pipeline finishes what it holds, and then the loop ends.
+                // Until then the daemon still answers and can be paused.
                 feeder = None;
-                d.begin_stop("end of input");
+                d.audio_tx = None;
+                crate::log_info!("end of input: finishing the speech already read");
             }
             _ = term.recv() => d.begin_stop("SIGTERM"),
             _ = int.recv() => d.begin_stop("SIGINT"),

@@ -90,6 +90,7 @@ const OOM_SIGNATURES: &[&str] = &[
     "failed to allocate memory",
     "cudamalloc failed",
     "std::bad_alloc",
+        "memory allocation of",
     "cublas_status_alloc_failed",
 ];
 

@@ -5,15 +5,17 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use swictation::config::{Config, OutputMode};
+use swictation::daemon::{self, Input};
+use swictation::notify::Notifier;
 use swictation::pipeline::{self, describe_placement, Engine, EngineConfig};
 use swictation::segmenter::SegmenterConfig;
-use swictation::stages::{Pipeline, PipelineConfig};
-use swictation::supervised::Board;
-use swictation::{audio, bench};
+use swictation::status::{render_text, Status};
+use swictation::{audio, bench, capture, control, doctor};
 use swictation_proto::Device;
-use tokio::sync::{mpsc, watch};
 
 /// Hands-free voice dictation: Silero VAD and Moonshine speech recognition, each in its own
 /// supervised process.
@@ -26,8 +28,12 @@ struct Cli {
     command: Command,
 }
 
+/// Options that override the configuration file for every command that runs workers.
 #[derive(Args)]
 struct EngineArgs {
+    /// Configuration file (default: $XDG_CONFIG_HOME/swictation/config.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Directory holding swictation-vad-worker and swictation-asr-worker (default: beside this binary).
     #[arg(long, global = true, value_name = "DIR", env = "SWICTATION_WORKERS_DIR")]
     workers_dir: Option<PathBuf>,
@@ -38,14 +44,14 @@ struct EngineArgs {
     #[arg(long, global = true, value_name = "DIR")]
     models: Option<PathBuf>,
     /// Speech model: base, tiny, or a directory with encoder_model.ort, decoder_model_merged.ort, tokenizer.bin.
-    #[arg(long, global = true, default_value = "base")]
-    model: String,
+    #[arg(long, global = true)]
+    model: Option<String>,
     /// Where the VAD runs: cpu, cuda or cuda:N.
-    #[arg(long, global = true, default_value = "cpu")]
-    vad_device: Device,
+    #[arg(long, global = true)]
+    vad_device: Option<Device>,
     /// Where the speech model runs (both parts): cpu, cuda or cuda:N.
-    #[arg(long, global = true, default_value = "cpu")]
-    asr_device: Device,
+    #[arg(long, global = true)]
+    asr_device: Option<Device>,
     /// Where the speech model's encoder runs (overrides --asr-device).
     #[arg(long, global = true)]
     encoder_device: Option<Device>,
@@ -53,11 +59,38 @@ struct EngineArgs {
     #[arg(long, global = true)]
     decoder_device: Option<Device>,
     /// Threads for the speech model.
-    #[arg(long, global = true, default_value_t = 2)]
-    asr_threads: usize,
+    #[arg(long, global = true)]
+    asr_threads: Option<usize>,
     /// Let workers honour fault-injection requests (for tests).
     #[arg(long, global = true, hide = true)]
     allow_faults: bool,
+}
+
+/// Where transcripts go (`--output`).
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputArg {
+    /// One line each on standard output.
+    Stdout,
+    /// Appended to --output-file.
+    File,
+    /// Typed into the focused window.
+    Type,
+    /// Copied to the clipboard.
+    Clipboard,
+}
+
+/// Options of the commands that run the daemon loop.
+#[derive(Args)]
+struct DaemonArgs {
+    /// Input device name, unique part of one, or id (see `swictation devices`).
+    #[arg(long, value_name = "NAME|ID")]
+    device: Option<String>,
+    /// Where transcripts go (overrides output.mode).
+    #[arg(long, value_enum)]
+    output: Option<OutputArg>,
+    /// File transcripts are appended to (implies --output file unless --output is given).
+    #[arg(long, value_name = "PATH")]
+    output_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -71,14 +104,23 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Run the dictation loop, printing each transcript as it is finalised.
+    /// Run the dictation loop in the foreground, outputting each transcript as it is finalised:
+    /// from the microphone, or from recordings with --input.
     Run {
-        /// Recording(s) to dictate from, played back to back at real-time pace.
-        #[arg(long, required = true, num_args = 1..)]
+        /// Recording(s) to dictate from, played back to back at real-time pace; `-` reads raw
+        /// s16le 16 kHz mono from standard input.
+        #[arg(long, num_args = 1..)]
         input: Vec<PathBuf>,
-        /// Feed the recording as fast as the pipeline takes it instead of in real time.
+        /// Feed the recordings as fast as the pipeline takes them instead of in real time.
         #[arg(long)]
         fast: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// The service: `run` from the microphone, as systemd starts it (sd_notify, watchdog).
+    Daemon {
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Measure per-frame VAD time in-process vs. through the worker socket, ASR real-time
     /// factors and model load times, and print a table.
@@ -90,68 +132,322 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         frames: usize,
     },
+    /// What the running daemon is doing: state, audio, workers, GPU, queue, latencies.
+    Status {
+        /// The status document as JSON (one line).
+        #[arg(long)]
+        json: bool,
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Pause if listening, resume if paused.
+    Toggle,
+    /// Stop transcribing (capture is closed; audio is discarded) until resumed.
+    Pause,
+    /// Start transcribing again.
+    Resume,
+    /// Print the daemon's events (transcripts, state changes, failures) as JSON lines.
+    Subscribe,
+    /// Restart a worker (it reloads its model).
+    Restart {
+        /// Which worker.
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+    /// Stop the daemon (speech already captured is still transcribed).
+    Stop,
+    /// List audio input devices with their channel counts, formats and rates.
+    Devices {
+        /// As JSON, with every configuration range.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check or print the configuration file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Check everything swictation depends on: one row each, with the fix for what fails.
+    Doctor {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A worker role on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    /// The voice activity detector.
+    Vad,
+    /// The speech recogniser.
+    Asr,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate a configuration file (default: the one the daemon reads).
+    Check {
+        /// The file.
+        path: Option<PathBuf>,
+    },
+    /// Print the documented default configuration.
+    Default,
 }
 
 impl EngineArgs {
-    fn models_dir(&self) -> PathBuf {
-        self.models.clone().unwrap_or_else(swictation_proto::paths::models_dir)
-    }
-
-    fn config(&self) -> EngineConfig {
-        let models = self.models_dir();
-        let asr_model = match self.model.as_str() {
-            "base" => models.join("moonshine-base-en"),
-            "tiny" => models.join("moonshine-tiny-en"),
-            dir => PathBuf::from(dir),
-        };
-        EngineConfig {
-            workers_dir: self.workers_dir.clone(),
-            ort_lib: self.ort_lib.clone(),
-            vad_model: Some(models.join("silero-vad/silero_vad.onnx")),
-            asr_model: Some(asr_model),
-            vad_device: self.vad_device,
-            asr_encoder: self.encoder_device.unwrap_or(self.asr_device),
-            asr_decoder: self.decoder_device.unwrap_or(self.asr_device),
-            asr_threads: self.asr_threads,
-            allow_faults: self.allow_faults,
-            load_timeout: Duration::from_secs(60),
+    /// Loads the configuration and applies the command-line overrides.
+    fn load_config(&self) -> Result<Config> {
+        let (mut cfg, _) = Config::load(self.config.as_deref())?;
+        let r = &mut cfg.runtime;
+        r.workers_dir = self.workers_dir.clone().or(r.workers_dir.take());
+        r.ort_lib = self.ort_lib.clone().or(r.ort_lib.take());
+        r.models_dir = self.models.clone().or(r.models_dir.take());
+        if let Some(m) = &self.model {
+            cfg.asr.model = m.clone();
         }
+        if let Some(d) = self.vad_device {
+            cfg.vad.device = d;
+        }
+        if let Some(d) = self.encoder_device.or(self.asr_device) {
+            cfg.asr.encoder_device = d;
+        }
+        if let Some(d) = self.decoder_device.or(self.asr_device) {
+            cfg.asr.decoder_device = d;
+        }
+        if let Some(t) = self.asr_threads {
+            cfg.asr.threads = t;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl DaemonArgs {
+    fn apply(&self, cfg: &mut Config) -> Result<()> {
+        if let Some(d) = &self.device {
+            cfg.audio.device = Some(d.clone());
+        }
+        if let Some(f) = &self.output_file {
+            cfg.output.file = Some(f.clone());
+            if self.output.is_none() {
+                cfg.output.mode = OutputMode::File;
+            }
+        }
+        if let Some(o) = self.output {
+            cfg.output.mode = match o {
+                OutputArg::Stdout => OutputMode::Stdout,
+                OutputArg::File => OutputMode::File,
+                OutputArg::Type => OutputMode::Type,
+                OutputArg::Clipboard => OutputMode::Clipboard,
+            };
+        }
+        cfg.validate()?;
+        Ok(())
     }
 }
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = runtime.block_on(async {
-        let cfg = cli.engine.config();
-        match cli.command {
-            Command::Transcribe { json, files } => transcribe(&cfg, json, &files).await,
-            Command::Run { input, fast } => run(&cfg, &input, fast).await,
-            Command::Bench { clips, frames } => bench::run(&cfg, clips, frames).await,
+    // Read sd_notify's variables and take them out of the environment before any thread or
+    // child exists (as sd_notify(3) does with unset_environment), so no worker inherits them.
+    let notifier = if matches!(cli.command, Command::Run { .. } | Command::Daemon { .. }) {
+        let (n, problem) = Notifier::from_env();
+        if let Some(p) = problem {
+            swictation::log_warn!("{p}");
         }
-    });
+        for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            std::env::remove_var(k);
+        }
+        n
+    } else {
+        Notifier::disabled()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            swictation::log_error!("cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli, notifier));
+    // Blocking threads left behind (a stdin reader) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(500));
     if let Err(e) = result {
         swictation::log_error!("{e:#}");
         std::process::exit(1);
     }
 }
 
-async fn transcribe(cfg: &EngineConfig, json: bool, files: &[PathBuf]) -> Result<()> {
+async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
+    let engine = &cli.engine;
+    match cli.command {
+        Command::Transcribe { json, files } => {
+            let cfg = engine.load_config()?;
+            transcribe(&daemon::engine_config(&cfg, engine.allow_faults), &cfg.vad.segmenter(), json, &files).await
+        }
+        Command::Run { input, fast, daemon } => {
+            let input = match input.as_slice() {
+                [] => Input::Capture { device: None },
+                [one] if one.as_os_str() == "-" => Input::Stdin,
+                paths => {
+                    if paths.iter().any(|p| p.as_os_str() == "-") {
+                        bail!("--input - (standard input) cannot be combined with files");
+                    }
+                    Input::Files { paths: paths.to_vec(), paced: !fast }
+                }
+            };
+            serve(engine, &daemon, input, notifier).await
+        }
+        Command::Daemon { daemon } => serve(engine, &daemon, Input::Capture { device: None }, notifier).await,
+        Command::Bench { clips, frames } => {
+            bench::run(&daemon::engine_config(&engine.load_config()?, engine.allow_faults), clips, frames).await
+        }
+        Command::Status { json, watch } => status(json, watch).await,
+        Command::Toggle => simple("toggle").await,
+        Command::Pause => simple("pause").await,
+        Command::Resume => simple("resume").await,
+        Command::Stop => simple("stop").await,
+        Command::Restart { role } => {
+            let role = match role {
+                RoleArg::Vad => "vad",
+                RoleArg::Asr => "asr",
+            };
+            let r = control::request(&json!({"cmd": "restart", "role": role})).await?;
+            println!("restarting the {role} worker (daemon {})", r["state"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Subscribe => {
+            let mut out = std::io::stdout();
+            control::subscribe(|v| {
+                let _ = writeln!(out, "{v}");
+                let _ = out.flush();
+            })
+            .await?;
+            Ok(())
+        }
+        Command::Devices { json } => devices(json).await,
+        Command::Config { action: ConfigAction::Default } => {
+            print!("{}", Config::default_toml());
+            Ok(())
+        }
+        Command::Config { action: ConfigAction::Check { path } } => {
+            let path = path.or(cli.engine.config);
+            let (_, used) = Config::load(path.as_deref())?;
+            println!("{}: ok", used.display());
+            Ok(())
+        }
+        Command::Doctor { json } => {
+            let config = Config::load(engine.config.as_deref());
+            let rows = tokio::task::spawn_blocking(move || doctor::run(config)).await.context("doctor")?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print!("{}", doctor::render(&rows));
+            }
+            if rows.iter().any(|r| r.verdict == doctor::Verdict::Fail) {
+                bail!("some checks failed (see the fixes above)");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(engine: &EngineArgs, args: &DaemonArgs, input: Input, notifier: Notifier) -> Result<()> {
+    let mut config = engine.load_config()?;
+    args.apply(&mut config)?;
+    let input = match input {
+        Input::Capture { .. } => Input::Capture { device: config.audio.device.clone() },
+        other => other,
+    };
+    daemon::run(daemon::Options {
+        config,
+        input,
+        socket: control::socket_path(),
+        notifier,
+        allow_faults: engine.allow_faults,
+    })
+    .await
+}
+
+/// A command whose answer is the daemon's new state.
+async fn simple(cmd: &str) -> Result<()> {
+    let r = control::request(&json!({ "cmd": cmd })).await?;
+    println!("{}", r["state"].as_str().unwrap_or("ok"));
+    Ok(())
+}
+
+async fn status(json: bool, watch: bool) -> Result<()> {
+    loop {
+        let r = control::request(&json!({"cmd": "status"})).await?;
+        let doc = r.get("status").cloned().unwrap_or(Value::Null);
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{doc}")?;
+        } else {
+            let s: Status = serde_json::from_value(doc).context("decoding the daemon's status")?;
+            if watch {
+                // Clear the screen and go home, like watch(1).
+                write!(out, "\x1b[2J\x1b[H")?;
+            }
+            write!(out, "{}", render_text(&s))?;
+        }
+        out.flush()?;
+        drop(out);
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn devices(json: bool) -> Result<()> {
+    let devices = tokio::task::spawn_blocking(capture::list_devices).await.context("listing devices")??;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&devices)?)?;
+        return Ok(());
+    }
+    if devices.is_empty() {
+        writeln!(out, "no input devices")?;
+    }
+    for d in &devices {
+        writeln!(out, "{}{} [{}]", if d.is_default { "* " } else { "  " }, d.name, d.id)?;
+        // cpal lists one range per (channels, format, rate range); merge the rates.
+        let mut merged: Vec<(u16, String, u32, u32)> = Vec::new();
+        for c in &d.configs {
+            match merged.iter_mut().find(|m| m.0 == c.channels && m.1 == c.format) {
+                Some(m) => {
+                    m.2 = m.2.min(c.min_rate);
+                    m.3 = m.3.max(c.max_rate);
+                }
+                None => merged.push((c.channels, c.format.clone(), c.min_rate, c.max_rate)),
+            }
+        }
+        merged.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        if merged.is_empty() {
+            writeln!(out, "      (could not be opened to list its formats)")?;
+        }
+        for (ch, fmt, lo, hi) in merged {
+            let rates = if lo == hi { format!("{lo} Hz") } else { format!("{lo}-{hi} Hz") };
+            writeln!(out, "      {ch} ch  {fmt:<4}  {rates}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn transcribe(cfg: &EngineConfig, seg_cfg: &SegmenterConfig, json: bool, files: &[PathBuf]) -> Result<()> {
     // Read every file first: a bad file is reported before any model is loaded.
     let mut recordings = Vec::with_capacity(files.len());
     for f in files {
         recordings.push(audio::load(f)?);
     }
-    let seg_cfg = SegmenterConfig::default();
     let mut engine = Engine::start(cfg).await?;
     let mut stdout = std::io::stdout().lock();
     let mut result = Ok(());
     for (file, rec) in files.iter().zip(&recordings) {
-        let segments = match pipeline::transcribe_recording(&mut engine, &seg_cfg, &rec.samples).await {
+        let segments = match pipeline::transcribe_recording(&mut engine, seg_cfg, &rec.samples).await {
             Ok(s) => s,
             Err(e) => {
                 result = Err(e.context(format!("transcribing {}", file.display())));
@@ -185,52 +481,4 @@ async fn transcribe(cfg: &EngineConfig, json: bool, files: &[PathBuf]) -> Result
     }
     engine.shutdown().await;
     result
-}
-
-async fn run(cfg: &EngineConfig, inputs: &[PathBuf], fast: bool) -> Result<()> {
-    let mut samples = Vec::new();
-    for (i, f) in inputs.iter().enumerate() {
-        if i > 0 {
-            // A second of silence between recordings so each ends as its own utterance.
-            samples.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
-        }
-        samples.extend(audio::load(f)?.samples);
-    }
-    // Trailing silence lets the last utterance close naturally, as it would when the user stops.
-    samples.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
-
-    let board = Board::new();
-    let mut pipeline = Pipeline::new(PipelineConfig::new(cfg.clone(), SegmenterConfig::default()), board.clone());
-    pipeline.start().await;
-    board.update(|s| s.state = swictation::status::DaemonState::Listening);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // At least 30 s of 100 ms chunks: audio keeps arriving while a worker restarts.
-    let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(400);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        swictation::log_info!("stopping: finishing the speech already captured");
-        let _ = stop_tx.send(true);
-    });
-    let source = tokio::spawn(pipeline::play(samples, audio::RATE as usize / 10, !fast, audio_tx, stop_rx));
-    let report = pipeline
-        .run(
-            audio_rx,
-            |s| {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", s.text);
-                let _ = out.flush();
-            },
-            None,
-        )
-        .await?;
-    if !report.quarantined.is_empty() {
-        swictation::log_warn!("{} segment(s) quarantined under {}", report.quarantined.len(), swictation::stages::state_dir().join("quarantine").display());
-    }
-    source.await.context("audio source")?;
-    Ok(())
 }

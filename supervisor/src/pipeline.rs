@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub allow_faults: bool,
     /// Longest a worker may take from spawn to handshake.
     pub load_timeout: Duration,
+    /// Address-space cap for each worker, MiB (none by default).
+    pub memory_limit_mb: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +59,7 @@ impl Default for EngineConfig {
             asr_threads: 2,
             allow_faults: false,
             load_timeout: Duration::from_secs(60),
+            memory_limit_mb: None,
         }
     }
 }
@@ -68,6 +71,9 @@ impl EngineConfig {
         }
         if self.allow_faults {
             args.push("--allow-faults".into());
+        }
+        if let Some(mib) = self.memory_limit_mb {
+            args.extend(["--memory-limit-mb".into(), mib.to_string().into()]);
         }
     }
 

@@ -59,9 +59,15 @@ fn sigterm_mid_speech_still_prints_what_was_said_and_leaves_nothing_running() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    std::thread::sleep(Duration::from_secs(4));
-    let workers = children_of(pid);
+    let start = std::time::Instant::now();
+    let mut workers = children_of(pid);
+    while workers.len() < 2 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+        workers = children_of(pid);
+    }
     assert_eq!(workers.len(), 2, "expected two workers under the supervisor");
+    // Speech starts once both are ready; stop about 4 s into the 7.1 s clip.
+    std::thread::sleep(Duration::from_secs(4));
     Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
     let out = wait_with_deadline(&mut child, Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -74,4 +80,51 @@ fn sigterm_mid_speech_still_prints_what_was_said_and_leaves_nothing_running() {
     for w in workers {
         assert!(!alive(w), "worker {w} outlived the supervisor");
     }
+}
+
+fn asr_worker_of(pid: u32) -> Option<u32> {
+    children_of(pid).into_iter().find(|c| {
+        std::fs::read_to_string(format!("/proc/{c}/cmdline")).is_ok_and(|cmd| cmd.contains("swictation-asr-worker"))
+    })
+}
+
+#[test]
+fn sigkill_of_the_asr_worker_mid_recording_loses_nothing() {
+    let clips = librivox();
+    let inputs: Vec<&std::path::Path> = clips[..3].iter().map(|(p, _)| p.as_path()).collect();
+    let rt = tempfile::tempdir().unwrap();
+    let clean = run_with_deadline(swictation(rt.path()).arg("run").arg("--input").args(&inputs), Duration::from_secs(120));
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
+
+    let rt = tempfile::tempdir().unwrap();
+    let mut child = swictation(rt.path())
+        .arg("run")
+        .arg("--input")
+        .args(&inputs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // The first clip ends after ~7 s; kill the ASR worker while the second is being spoken and
+    // the first one's segment is likely being transcribed.
+    let start = std::time::Instant::now();
+    let mut victim = None;
+    while start.elapsed() < Duration::from_secs(30) && victim.is_none() {
+        victim = asr_worker_of(pid);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let victim = victim.expect("ASR worker found");
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(start.elapsed()));
+    Command::new("kill").arg("-KILL").arg(victim.to_string()).status().unwrap();
+    let out = wait_with_deadline(&mut child, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("crash (SIGKILL)"), "the kill was not noticed: {stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&clean.stdout),
+        "the transcript changed when the ASR worker was killed"
+    );
 }

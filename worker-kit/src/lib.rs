@@ -31,6 +31,10 @@ pub struct CommonArgs {
     /// Honour fault-injection requests (tests only).
     #[arg(long)]
     pub allow_faults: bool,
+    /// Cap this worker's address space (MiB): an allocation beyond it fails instead of pushing
+    /// the machine into swap or the kernel's OOM killer.
+    #[arg(long, value_name = "MIB")]
+    pub memory_limit_mb: Option<u64>,
 }
 
 impl CommonArgs {
@@ -67,10 +71,11 @@ impl From<RuntimeError> for LoadFailure {
 impl From<ModelError> for LoadFailure {
     fn from(e: ModelError) -> Self {
         let code = match &e {
-            ModelError::Provider { reason, .. } => match classify_message(reason) {
+            ModelError::Provider { reason, .. } | ModelError::Load { reason, .. } => match classify_message(reason) {
                 ErrorKind::CudaFault => exit_code::CUDA_FAULT,
                 ErrorKind::OutOfMemory => exit_code::OUT_OF_MEMORY,
-                _ => exit_code::PROVIDER,
+                _ if matches!(e, ModelError::Provider { .. }) => exit_code::PROVIDER,
+                _ => exit_code::MODEL,
             },
             _ => exit_code::MODEL,
         };
@@ -91,6 +96,11 @@ pub fn worker_main(
         eprintln!("swictation-{role}-worker: --connect PATH is required (the supervisor starts workers)");
         std::process::exit(exit_code::USAGE);
     };
+    if let Some(mib) = args.memory_limit_mb {
+        if let Err(e) = set_memory_limit(mib) {
+            eprintln!("swictation-{role}-worker: cannot set the memory limit: {e}");
+        }
+    }
     let stream = match serve::connect(socket) {
         Ok(s) => s,
         Err(e) => {
@@ -129,6 +139,11 @@ pub fn worker_main(
         Outcome::Clean => std::process::exit(0),
         Outcome::Exit(code) => std::process::exit(code),
     }
+}
+
+fn set_memory_limit(mib: u64) -> nix::Result<()> {
+    let bytes = mib.saturating_mul(1 << 20);
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
 }
 
 /// Parse `cpu`, `cuda`, `cuda:N` for clap.

@@ -126,6 +126,7 @@ pub fn classify_message(msg: &str) -> ErrorKind {
         "failed to allocate memory",
         "bfcarena",
         "std::bad_alloc",
+        "memory allocation of",
         "cublas_status_alloc_failed",
     ];
     if CUDA.iter().any(|s| m.contains(s)) {

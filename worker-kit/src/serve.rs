@@ -61,6 +61,12 @@ pub fn serve(stream: Stream, hello: Hello, allow_faults: bool, handler: &mut dyn
                 let _ = codec::write_frame(&mut writer, &Reply::Bye);
                 return Outcome::Clean;
             }
+            Request::InjectFault { fault: Fault::Garbage, .. } if allow_faults => {
+                use std::io::Write;
+                let _ = writer.write_all(&[0x05, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff]);
+                let _ = writer.flush();
+                continue;
+            }
             Request::InjectFault { id, fault } if allow_faults => inject(id, fault),
             Request::InjectFault { id, .. } => error(
                 Some(id),
@@ -131,7 +137,13 @@ fn inject(id: u64, fault: Fault) -> Reply {
         }
         Fault::GrowMemory(mib) => {
             let bytes = (mib as usize) << 20;
-            let mut v = vec![0u8; bytes];
+            let mut v: Vec<u8> = Vec::new();
+            if v.try_reserve_exact(bytes).is_err() {
+                let msg = format!("failed to allocate {mib} MiB: out of memory");
+                eprintln!("worker: {msg}");
+                return error(Some(id), ErrorKind::OutOfMemory, msg);
+            }
+            v.resize(bytes, 0);
             // Touch every page so the memory is really resident, then keep it for good.
             for i in (0..bytes).step_by(4096) {
                 v[i] = 1;
@@ -139,5 +151,6 @@ fn inject(id: u64, fault: Fault) -> Reply {
             std::mem::forget(v);
             Reply::Done { id }
         }
+        Fault::Garbage => Reply::Done { id },
     }
 }
