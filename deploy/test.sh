@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# test.sh: everything the tests need, then every test. Safe to run again (setup is cached).
+# test.sh: everything the tests need, then every test, the unit check and a 60 s soak.
+# Safe to run again (setup is cached).
 #
 #   deploy/test.sh
 set -euo pipefail
@@ -11,3 +12,6 @@ export SWICTATION_DATA_DIR SWICTATION_ORT_LIB
 # The end-to-end tests start the real binaries of the same profile.
 cargo build --release --workspace --bins
 cargo test --release --workspace --no-fail-fast
+deploy/verify-unit.sh deploy/swictation.service
+# Crash-recovery soak: random faults into random workers; fails on any loss, duplicate or leak.
+target/release/swictation soak --duration 60s --fault-every 4s --seed 7 --min-faults 10

@@ -6,7 +6,9 @@
 pub mod model;
 pub mod moonshine;
 pub mod tokenizer;
+pub mod window;
 
 pub use model::{InferenceError, SpeechModel, Transcription};
 pub use moonshine::Moonshine;
 pub use tokenizer::Tokenizer;
+pub use window::{WindowText, Windowed};

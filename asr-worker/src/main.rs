@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use swictation_asr_worker::{Moonshine, SpeechModel};
+use swictation_asr_worker::{Moonshine, SpeechModel, Windowed};
 use swictation_proto::{Device, ErrorKind, Reply, Request, Role};
 use swictation_worker_kit::{error, parse_device, CommonArgs, Handler, Loaded};
 
@@ -27,6 +27,23 @@ struct Args {
     /// Execution provider for the decoder only (overrides --device).
     #[arg(long, value_parser = parse_device)]
     decoder_device: Option<Device>,
+    /// Longest window transcribed at once, seconds: longer segments are split into overlapping
+    /// windows whose texts are merged (0 = no windowing; values below 2 count as 2).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = swictation_asr_worker::window::DEFAULT_CONTEXT_S,
+        value_parser = parse_context
+    )]
+    context_s: f32,
+}
+
+/// A context length: a finite number of seconds, not negative.
+fn parse_context(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds >= 0")),
+    }
 }
 
 struct Asr(Box<dyn SpeechModel>);
@@ -60,8 +77,9 @@ fn main() {
         .unwrap_or_else(|| swictation_worker_kit::data_dir().join("models/moonshine-base-en"));
     let encoder = args.encoder_device.unwrap_or(args.device);
     let decoder = args.decoder_device.unwrap_or(args.device);
+    let context_s = args.context_s;
     swictation_worker_kit::worker_main(Role::Asr, &args.common, |rt| {
-        let model = Moonshine::load(rt, &dir, encoder, decoder)?;
+        let model = Windowed::new(Moonshine::load(rt, &dir, encoder, decoder)?, context_s);
         Ok(Loaded {
             model: model.name().to_string(),
             placement: model.placement(),

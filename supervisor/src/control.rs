@@ -986,7 +986,6 @@ mod tests {
     /// Not a test by itself: the client half of `another_uid_is_refused_even_by_a_root_daemon`,
     /// run by it as a child process under another uid.
     #[test]
-    #[ignore]
     fn other_uid_client() {
         use std::io::Read;
         let Some(path) = std::env::var_os(OTHER_UID_SOCK) else {
@@ -1028,7 +1027,6 @@ mod tests {
                 .args([
                     "--exact",
                     "control::tests::other_uid_client",
-                    "--ignored",
                     "--nocapture",
                     "--test-threads=1",
                 ])

@@ -88,9 +88,11 @@ impl Input {
     fn describe(&self) -> String {
         match self {
             Input::Capture { device } => device.clone().unwrap_or_else(|| "default".into()),
-            Input::Files { paths, .. } => {
-                paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            }
+            Input::Files { paths, .. } => paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             Input::Stdin => "stdin".into(),
         }
     }
@@ -126,6 +128,7 @@ pub fn engine_config(cfg: &Config, allow_faults: bool) -> EngineConfig {
         allow_faults,
         load_timeout: Duration::from_secs(60),
         memory_limit_mb: None,
+        context_s: cfg.asr.context_s,
     }
 }
 
@@ -168,10 +171,17 @@ impl Tap {
         let now = Instant::now();
         self.position += chunk.len() as u64;
         self.marks.push_back((self.position, now));
-        while self.marks.front().is_some_and(|(_, t)| now.duration_since(*t) > TIMELINE_SPAN) {
+        while self
+            .marks
+            .front()
+            .is_some_and(|(_, t)| now.duration_since(*t) > TIMELINE_SPAN)
+        {
             self.marks.pop_front();
         }
-        self.sum_sq += chunk.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
+        self.sum_sq += chunk
+            .iter()
+            .map(|&s| f64::from(s) * f64::from(s))
+            .sum::<f64>();
         self.samples += chunk.len() as u64;
     }
 
@@ -246,33 +256,38 @@ async fn wait_stopped(gate: &mut watch::Receiver<Gate>) {
 /// that does stop on request, so the pipeline's queue always closes.
 async fn play_stdin(tx: mpsc::Sender<Vec<f32>>, mut gate: watch::Receiver<Gate>, tap: SharedTap) {
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<f32>>(8);
-    let reader = std::thread::Builder::new().name("stdin".into()).spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = vec![0u8; CHUNK * 2];
-        let mut filled = 0;
-        loop {
-            match stdin.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    crate::log_error!("reading audio from stdin: {e}");
-                    break;
+    let reader = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; CHUNK * 2];
+            let mut filled = 0;
+            loop {
+                match stdin.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        crate::log_error!("reading audio from stdin: {e}");
+                        break;
+                    }
+                }
+                if filled == buf.len() {
+                    if raw_tx
+                        .blocking_send(crate::audio::from_raw_s16le(&buf))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    filled = 0;
                 }
             }
-            if filled == buf.len() {
-                if raw_tx.blocking_send(crate::audio::from_raw_s16le(&buf)).is_err() {
-                    return;
-                }
-                filled = 0;
+            // An odd trailing byte is half a sample: dropped.
+            let tail = crate::audio::from_raw_s16le(&buf[..filled - filled % 2]);
+            if !tail.is_empty() {
+                let _ = raw_tx.blocking_send(tail);
             }
-        }
-        // An odd trailing byte is half a sample: dropped.
-        let tail = crate::audio::from_raw_s16le(&buf[..filled - filled % 2]);
-        if !tail.is_empty() {
-            let _ = raw_tx.blocking_send(tail);
-        }
-    });
+        });
     if let Err(e) = reader {
         crate::log_error!("cannot start the stdin reader: {e}");
         return;
@@ -299,8 +314,17 @@ fn process_uptime(pid: u32) -> Option<f64> {
     // Fields after the command name (which may contain spaces): state is field 3, starttime 22.
     let after = stat.rsplit_once(')')?.1;
     let start_ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|&h| h > 0).unwrap_or(100);
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)
+        .unwrap_or(100);
     Some((uptime - start_ticks / hz as f64).max(0.0))
 }
 
@@ -372,10 +396,18 @@ impl Daemon {
 
     /// The whole status refresh (every [`STATUS_EVERY`]).
     fn refresh_status(&mut self) {
-        let level = if self.paused { None } else { self.tap.lock().ok().and_then(|mut t| t.take_level()) };
+        let level = if self.paused {
+            None
+        } else {
+            self.tap.lock().ok().and_then(|mut t| t.take_level())
+        };
         let (overruns, source) = match &self.capture {
             Some(c) => {
-                let stats = c.handle.as_ref().map(CaptureHandle::stats).unwrap_or_default();
+                let stats = c
+                    .handle
+                    .as_ref()
+                    .map(CaptureHandle::stats)
+                    .unwrap_or_default();
                 let source = match &c.error {
                     Some(e) => format!("{} (capture error, retrying: {e})", c.device),
                     None => c.device.clone(),
@@ -445,7 +477,10 @@ impl Daemon {
         tap_record(&self.tap, &chunk);
         if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(chunk) {
             if self.dropped == 0 {
-                crate::log_warn!("the pipeline is {} s behind; dropping audio (counted as overruns)", AUDIO_QUEUE / 10);
+                crate::log_warn!(
+                    "the pipeline is {} s behind; dropping audio (counted as overruns)",
+                    AUDIO_QUEUE / 10
+                );
             }
             self.dropped += n;
         }
@@ -513,7 +548,8 @@ impl Daemon {
 
     /// Answers one control command, at once.
     fn command(&mut self, cmd: ControlCommand) {
-        let state = |d: &Daemon| Map::from_iter([("state".to_owned(), json!(d.derive_state().as_str()))]);
+        let state =
+            |d: &Daemon| Map::from_iter([("state".to_owned(), json!(d.derive_state().as_str()))]);
         if self.stopping && cmd.command != Command::Stop {
             cmd.respond(Err("the daemon is stopping".into()));
             return;
@@ -525,7 +561,12 @@ impl Daemon {
             Command::Toggle => self.pause(),
             Command::Stop => self.begin_stop("requested through the control socket"),
             Command::Restart(role) => {
-                if self.stage.for_role(role).send(StageCommand::Restart).is_err() {
+                if self
+                    .stage
+                    .for_role(role)
+                    .send(StageCommand::Restart)
+                    .is_err()
+                {
                     cmd.respond(Err(format!("the {role} stage is not running")));
                     return;
                 }
@@ -562,7 +603,12 @@ impl Daemon {
                     self.push_audio(chunk);
                 }
             }
-            Some(CaptureEvent::Opened { device, rate, channels, format }) => {
+            Some(CaptureEvent::Opened {
+                device,
+                rate,
+                channels,
+                format,
+            }) => {
                 crate::log_info!("capturing from {device} ({rate} Hz, {channels} ch, {format})");
                 c.device = device;
                 if c.error.take().is_some() {
@@ -574,7 +620,11 @@ impl Daemon {
                 crate::log_warn!("capture: {message}");
                 c.error = Some(message.clone());
                 // Subscribers hear of capture failures as failures of the `capture` role.
-                self.board.emit(Event::WorkerFailed { role: "capture".into(), class: "device".into(), reason: message });
+                self.board.emit(Event::WorkerFailed {
+                    role: "capture".into(),
+                    class: "device".into(),
+                    reason: message,
+                });
                 self.publish_state();
             }
         }
@@ -586,22 +636,33 @@ impl Daemon {
         let pos = |secs: f64| (secs * SAMPLE_RATE as f64).round() as u64;
         if let Ok(tap) = self.tap.lock() {
             if let Some(t) = tap.instant_of(pos(seg.speech_end)) {
-                self.latency.speech_end_to_text.record(at.duration_since(t).as_secs_f64() * 1e3);
+                self.latency
+                    .speech_end_to_text
+                    .record(at.duration_since(t).as_secs_f64() * 1e3);
             }
             // The segment reached the ASR queue once `min_silence` followed its speech; its ASR
             // time is from then (or from the previous delivery, if the worker was still busy).
             if let Some(t) = tap.instant_of(pos(seg.speech_end) + min_silence) {
                 let from = self.last_delivery.map_or(t, |d| d.max(t));
-                self.latency.asr_segment.record(at.saturating_duration_since(from).as_secs_f64() * 1e3);
+                self.latency
+                    .asr_segment
+                    .record(at.saturating_duration_since(from).as_secs_f64() * 1e3);
             }
         }
         self.last_delivery = Some(at);
         let text = seg.text.trim().to_owned();
-        crate::log_debug!("segment {} transcribed ({} characters)", seg.index, text.chars().count());
+        crate::log_debug!(
+            "segment {} transcribed ({} characters)",
+            seg.index,
+            text.chars().count()
+        );
         if text.is_empty() {
             return;
         }
-        self.board.emit(Event::Transcript { index: seg.index, text: text.clone() });
+        self.board.emit(Event::Transcript {
+            index: seg.index,
+            text: text.clone(),
+        });
         if let Some(out) = &self.out_tx {
             let _ = out.send(text);
         }
@@ -610,7 +671,13 @@ impl Daemon {
 
 /// Runs the daemon until it is stopped (or file input ends and everything is output).
 pub async fn run(opts: Options) -> Result<()> {
-    let Options { config, input, socket, notifier, allow_faults } = opts;
+    let Options {
+        config,
+        input,
+        socket,
+        notifier,
+        allow_faults,
+    } = opts;
     let started = Instant::now();
 
     // Everything that can be refused is checked before anything starts.
@@ -661,26 +728,31 @@ pub async fn run(opts: Options) -> Result<()> {
     // Output on its own thread: typing tools may block, and stdout may be a slow pipe.
     let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
     crate::log_info!("transcripts go to {}", output.describe());
-    let output_thread = std::thread::Builder::new().name("output".into()).spawn(move || {
-        let mut output = output;
-        let mut failures = 0u32;
-        for text in out_rx {
-            if let Err(e) = output.write(&text) {
-                failures += 1;
-                // Once is informative; every transcript would flood the journal.
-                if failures <= 3 {
-                    crate::log_error!("output: {e}");
+    let output_thread = std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || {
+            let mut output = output;
+            let mut failures = 0u32;
+            for text in out_rx {
+                if let Err(e) = output.write(&text) {
+                    failures += 1;
+                    // Once is informative; every transcript would flood the journal.
+                    if failures <= 3 {
+                        crate::log_error!("output: {e}");
+                    }
                 }
             }
-        }
-    })?;
+        })?;
 
     // Capture starts before the workers: a --device that matches nothing fails now, and the
     // audio captured while the models load waits in the queue (the pre-roll of the first words).
     let capture = match &input {
         Input::Capture { device } => {
             let (cap_tx, cap_rx) = mpsc::unbounded_channel();
-            let cc = CaptureConfig { device: device.clone(), ..CaptureConfig::default() };
+            let cc = CaptureConfig {
+                device: device.clone(),
+                ..CaptureConfig::default()
+            };
             let handle = capture::start(cc, cap_tx).context("starting audio capture")?;
             Some(CaptureState {
                 handle: Some(handle),
@@ -719,9 +791,21 @@ pub async fn run(opts: Options) -> Result<()> {
         Input::Capture { .. } => {}
         Input::Files { paced, .. } => {
             let samples = file_audio.unwrap_or_default();
-            feeder = Some(tokio::spawn(play_file(samples, *paced, audio_tx.clone(), gate_rx.clone(), tap.clone())));
+            feeder = Some(tokio::spawn(play_file(
+                samples,
+                *paced,
+                audio_tx.clone(),
+                gate_rx.clone(),
+                tap.clone(),
+            )));
         }
-        Input::Stdin => feeder = Some(tokio::spawn(play_stdin(audio_tx.clone(), gate_rx.clone(), tap.clone()))),
+        Input::Stdin => {
+            feeder = Some(tokio::spawn(play_stdin(
+                audio_tx.clone(),
+                gate_rx.clone(),
+                tap.clone(),
+            )))
+        }
     }
     // File and stdin feeders own their sender; the loop keeps one for the pause silence.
     let mut d = Daemon {
@@ -748,12 +832,18 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     d.refresh_status();
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("SIGINT handler")?;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watchdog_every = d.notifier.watchdog_ping_interval();
-    let mut watchdog_tick = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(50)));
+    let mut watchdog_tick = tokio::time::interval(
+        watchdog_every
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(50)),
+    );
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ready_seen = false;
 
@@ -796,7 +886,7 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     };
     // The pipeline has delivered everything: drain the transcripts it sent on the way out.
-    d.begin_stop("pipeline finished");
+    d.begin_stop("all input transcribed");
     while let Ok((seg, at)) = text_rx.try_recv() {
         d.transcript(seg, at);
     }
@@ -818,7 +908,11 @@ pub async fn run(opts: Options) -> Result<()> {
             stages::state_dir().join("quarantine").display()
         );
     }
-    crate::log_info!("stopped: {} segment(s), {} transcript(s)", report.segments_in, report.delivered);
+    crate::log_info!(
+        "stopped: {} segment(s), {} transcript(s)",
+        report.segments_in,
+        report.delivered
+    );
     Ok(())
 }
 

@@ -45,28 +45,62 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(name: &str, verdict: Verdict, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-        Check { name: name.into(), verdict, detail: detail.into(), fix: fix.into() }
+    fn new(
+        name: &str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
+        Check {
+            name: name.into(),
+            verdict,
+            detail: detail.into(),
+            fix: fix.into(),
+        }
     }
 }
 
 /// The model files `deploy/setup.sh` installs, with their pinned sha256, grouped by model.
 pub const MODELS: &[(&str, &[(&str, &str)])] = &[
-    ("silero-vad", &[("silero-vad/silero_vad.onnx", "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3")]),
+    (
+        "silero-vad",
+        &[(
+            "silero-vad/silero_vad.onnx",
+            "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+        )],
+    ),
     (
         "moonshine-base-en",
         &[
-            ("moonshine-base-en/encoder_model.ort", "9d1a19e044cbf89a207723d1adb667de89a5671a1e3e611b8ebe721b2c31219c"),
-            ("moonshine-base-en/decoder_model_merged.ort", "370e0c1f161d68dc1c2264c1a82024fb123380da3b73f47f05531d1e8d3308c3"),
-            ("moonshine-base-en/tokenizer.bin", "04670d78994d030185c3dd843c60591788fed0a56cc6750747bd326825f13ca9"),
+            (
+                "moonshine-base-en/encoder_model.ort",
+                "9d1a19e044cbf89a207723d1adb667de89a5671a1e3e611b8ebe721b2c31219c",
+            ),
+            (
+                "moonshine-base-en/decoder_model_merged.ort",
+                "370e0c1f161d68dc1c2264c1a82024fb123380da3b73f47f05531d1e8d3308c3",
+            ),
+            (
+                "moonshine-base-en/tokenizer.bin",
+                "04670d78994d030185c3dd843c60591788fed0a56cc6750747bd326825f13ca9",
+            ),
         ],
     ),
     (
         "moonshine-tiny-en",
         &[
-            ("moonshine-tiny-en/encoder_model.ort", "94e90a4654fc45cdfedb77c4c08e1739f48862998e58fada384b25118134f221"),
-            ("moonshine-tiny-en/decoder_model_merged.ort", "cf524c4862d36e9e5ab032eddc73637efd822d70e868ac575cf1a46e1e4708a0"),
-            ("moonshine-tiny-en/tokenizer.bin", "6884b35fd6377d4c4d32336a0bc152f36b64d1e45b6503683cdc238250a8472d"),
+            (
+                "moonshine-tiny-en/encoder_model.ort",
+                "94e90a4654fc45cdfedb77c4c08e1739f48862998e58fada384b25118134f221",
+            ),
+            (
+                "moonshine-tiny-en/decoder_model_merged.ort",
+                "cf524c4862d36e9e5ab032eddc73637efd822d70e868ac575cf1a46e1e4708a0",
+            ),
+            (
+                "moonshine-tiny-en/tokenizer.bin",
+                "6884b35fd6377d4c4d32336a0bc152f36b64d1e45b6503683cdc238250a8472d",
+            ),
         ],
     ),
 ];
@@ -80,7 +114,10 @@ pub fn run(config: Result<(Config, PathBuf), crate::config::ConfigError>) -> Vec
             let detail = if path.exists() {
                 format!("{} is valid", path.display())
             } else {
-                format!("{} does not exist: defaults apply (`swictation config default` prints them)", path.display())
+                format!(
+                    "{} does not exist: defaults apply (`swictation config default` prints them)",
+                    path.display()
+                )
             };
             rows.push(Check::new("configuration", Verdict::Pass, detail, ""));
             cfg
@@ -153,9 +190,22 @@ pub fn render(rows: &[Check]) -> String {
 }
 
 fn workers_present(programs: &[&Path]) -> Check {
-    let missing: Vec<String> = programs.iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
+    let missing: Vec<String> = programs
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
     if missing.is_empty() {
-        Check::new("worker binaries", Verdict::Pass, format!("{}", programs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")), "")
+        Check::new(
+            "worker binaries",
+            Verdict::Pass,
+            programs
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            "",
+        )
     } else {
         Check::new(
             "worker binaries",
@@ -178,13 +228,25 @@ fn models_rows(dir: &Path, asr_model: &str) -> Vec<Check> {
                 let path = dir.join(rel);
                 match sha256_file(&path) {
                     Ok(got) if got == *want => {}
-                    Ok(got) => problems.push(format!("{} has sha256 {got}, expected {want}", path.display())),
+                    Ok(got) => problems.push(format!(
+                        "{} has sha256 {got}, expected {want}",
+                        path.display()
+                    )),
                     Err(e) => problems.push(format!("{}: {e}", path.display())),
                 }
             }
             let label = format!("model {name}");
             if problems.is_empty() {
-                Check::new(&label, Verdict::Pass, format!("{} file(s) in {}, sha256 verified", files.len(), dir.join(name).display()), "")
+                Check::new(
+                    &label,
+                    Verdict::Pass,
+                    format!(
+                        "{} file(s) in {}, sha256 verified",
+                        files.len(),
+                        dir.join(name).display()
+                    ),
+                    "",
+                )
             } else {
                 Check::new(
                     &label,
@@ -199,22 +261,40 @@ fn models_rows(dir: &Path, asr_model: &str) -> Vec<Check> {
 
 /// Runs `swictation-vad-worker --bench CANARY --bench-frames 10 --device DEVICE`, which loads
 /// ONNX Runtime and the VAD model on that device; returns its summary or why it failed.
-fn worker_bench(program: &Path, cfg: &Config, canary: &Path, device: &str) -> Result<String, String> {
+fn worker_bench(
+    program: &Path,
+    cfg: &Config,
+    canary: &Path,
+    device: &str,
+) -> Result<String, String> {
     if !canary.is_file() {
-        return Err(format!("{} is missing (run deploy/setup.sh)", canary.display()));
+        return Err(format!(
+            "{} is missing (run deploy/setup.sh)",
+            canary.display()
+        ));
     }
     let mut cmd = Command::new(program);
-    cmd.arg("--bench").arg(canary).args(["--bench-frames", "10", "--device", device]);
-    cmd.arg("--model").arg(cfg.vad.model_path(&cfg.runtime.models_dir()));
+    cmd.arg("--bench")
+        .arg(canary)
+        .args(["--bench-frames", "10", "--device", device]);
+    cmd.arg("--model")
+        .arg(cfg.vad.model_path(&cfg.runtime.models_dir()));
     if let Some(lib) = &cfg.runtime.ort_lib {
         cmd.arg("--ort-lib").arg(lib);
     }
     let (status, stdout, stderr) = run_bounded(&mut cmd, WORKER_CHECK_TIMEOUT)?;
     if !status {
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_owned();
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim()
+            .to_owned();
         return Err(last);
     }
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("unexpected output ({e}): {}", stdout.trim()))?;
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("unexpected output ({e}): {}", stdout.trim()))?;
     Ok(format!(
         "VAD loaded on {} in {:.0} ms, {:.0} µs/frame",
         v["device"].as_str().unwrap_or(device),
@@ -260,7 +340,11 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<(bool, String, Stri
             Err(e) => return Err(e.to_string()),
         }
     };
-    Ok((status.success(), t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default()))
+    Ok((
+        status.success(),
+        t_out.join().unwrap_or_default(),
+        t_err.join().unwrap_or_default(),
+    ))
 }
 
 /// Directories the dynamic loader searches for the NVIDIA management library.
@@ -269,25 +353,49 @@ fn library_dirs() -> Vec<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(
-        ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu", "/lib64", "/usr/local/nvidia/lib64"]
-            .map(PathBuf::from),
+        [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+            "/lib/x86_64-linux-gnu",
+            "/lib64",
+            "/usr/local/nvidia/lib64",
+        ]
+        .map(PathBuf::from),
     );
     dirs
 }
 
 /// NVML and the GPU: the library file, and `nvidia-smi` for the card's name where present.
 fn gpu_row() -> Check {
-    let nvml = library_dirs().into_iter().map(|d| d.join("libnvidia-ml.so.1")).find(|p| p.exists());
+    let nvml = library_dirs()
+        .into_iter()
+        .map(|d| d.join("libnvidia-ml.so.1"))
+        .find(|p| p.exists());
     let Some(nvml) = nvml else {
-        return Check::new("NVML / GPU", Verdict::Warn, "no GPU (libnvidia-ml.so.1 not found)", "none needed: everything runs on the CPU; for a GPU install the NVIDIA driver");
+        return Check::new(
+            "NVML / GPU",
+            Verdict::Warn,
+            "no GPU (libnvidia-ml.so.1 not found)",
+            "none needed: everything runs on the CPU; for a GPU install the NVIDIA driver",
+        );
     };
     let name = output::find_program("nvidia-smi").and_then(|smi| {
         let mut cmd = Command::new(smi);
         cmd.args(["--query-gpu=name,memory.total", "--format=csv,noheader"]);
-        run_bounded(&mut cmd, Duration::from_secs(10)).ok().filter(|(ok, _, _)| *ok).map(|(_, o, _)| o.trim().replace('\n', "; "))
+        run_bounded(&mut cmd, Duration::from_secs(10))
+            .ok()
+            .filter(|(ok, _, _)| *ok)
+            .map(|(_, o, _)| o.trim().replace('\n', "; "))
     });
     match name {
-        Some(n) if !n.is_empty() => Check::new("NVML / GPU", Verdict::Pass, format!("{n} ({})", nvml.display()), ""),
+        Some(n) if !n.is_empty() => Check::new(
+            "NVML / GPU",
+            Verdict::Pass,
+            format!("{n} ({})", nvml.display()),
+            "",
+        ),
         _ => Check::new(
             "NVML / GPU",
             Verdict::Warn,
@@ -301,22 +409,51 @@ fn gpu_row() -> Check {
 /// without a writer), so it runs on a thread with a bound.
 fn audio_row() -> Check {
     let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("doctor-audio".into()).spawn(move || {
-        let _ = tx.send(crate::capture::list_devices());
-    });
+    let spawned = std::thread::Builder::new()
+        .name("doctor-audio".into())
+        .spawn(move || {
+            let _ = tx.send(crate::capture::list_devices());
+        });
     if spawned.is_err() {
-        return Check::new("audio input", Verdict::Fail, "cannot start a thread to list devices", "");
+        return Check::new(
+            "audio input",
+            Verdict::Fail,
+            "cannot start a thread to list devices",
+            "",
+        );
     }
     match rx.recv_timeout(Duration::from_secs(10)) {
-        Err(_) => Check::new("audio input", Verdict::Fail, "listing input devices did not finish within 10 s", "check `arecord -L`; a device may be hanging"),
-        Ok(Err(e)) => Check::new("audio input", Verdict::Fail, e.to_string(), "connect a microphone; check `arecord -l`"),
-        Ok(Ok(devices)) if devices.is_empty() => Check::new("audio input", Verdict::Fail, "no input devices", "connect a microphone; check `arecord -l`"),
+        Err(_) => Check::new(
+            "audio input",
+            Verdict::Fail,
+            "listing input devices did not finish within 10 s",
+            "check `arecord -L`; a device may be hanging",
+        ),
+        Ok(Err(e)) => Check::new(
+            "audio input",
+            Verdict::Fail,
+            e.to_string(),
+            "connect a microphone; check `arecord -l`",
+        ),
+        Ok(Ok(devices)) if devices.is_empty() => Check::new(
+            "audio input",
+            Verdict::Fail,
+            "no input devices",
+            "connect a microphone; check `arecord -l`",
+        ),
         Ok(Ok(devices)) => {
-            let default = devices.iter().find(|d| d.is_default).map(|d| format!("default {} [{}]", d.name, d.id));
+            let default = devices
+                .iter()
+                .find(|d| d.is_default)
+                .map(|d| format!("default {} [{}]", d.name, d.id));
             Check::new(
                 "audio input",
                 Verdict::Pass,
-                format!("{} input device(s); {}", devices.len(), default.unwrap_or_else(|| "no default".into())),
+                format!(
+                    "{} input device(s); {}",
+                    devices.len(),
+                    default.unwrap_or_else(|| "no default".into())
+                ),
                 "",
             )
         }
@@ -328,11 +465,22 @@ fn output_rows(cfg: &Config) -> Vec<Check> {
     let session = Session::from_env();
     let configured = match output::Output::open(&cfg.output, &session) {
         Ok(o) => Check::new("output", Verdict::Pass, o.describe(), ""),
-        Err(e) => Check::new("output", Verdict::Fail, e.to_string(), "install the tool named, or set output.mode"),
+        Err(e) => Check::new(
+            "output",
+            Verdict::Fail,
+            e.to_string(),
+            "install the tool named, or set output.mode",
+        ),
     };
     let present = |t: &dyn Tool| output::find_program(t.program()).map(|_| t.program());
-    let typers: Vec<&str> = [Typer::Wtype, Typer::Ydotool, Typer::Xdotool].iter().filter_map(|t| present(t)).collect();
-    let clippers: Vec<&str> = [Clipper::WlCopy, Clipper::Xclip].iter().filter_map(|t| present(t)).collect();
+    let typers: Vec<&str> = [Typer::Wtype, Typer::Ydotool, Typer::Xdotool]
+        .iter()
+        .filter_map(|t| present(t))
+        .collect();
+    let clippers: Vec<&str> = [Clipper::WlCopy, Clipper::Xclip]
+        .iter()
+        .filter_map(|t| present(t))
+        .collect();
     let tools = if typers.is_empty() && clippers.is_empty() {
         Check::new(
             "output tools",
@@ -341,7 +489,16 @@ fn output_rows(cfg: &Config) -> Vec<Check> {
             "for typing into windows: sudo apt install wtype (Wayland) or xdotool (X11); for the clipboard: wl-clipboard or xclip",
         )
     } else {
-        Check::new("output tools", Verdict::Pass, format!("typing: {}; clipboard: {}", list_or_none(&typers), list_or_none(&clippers)), "")
+        Check::new(
+            "output tools",
+            Verdict::Pass,
+            format!(
+                "typing: {}; clipboard: {}",
+                list_or_none(&typers),
+                list_or_none(&clippers)
+            ),
+            "",
+        )
     };
     vec![configured, tools]
 }
@@ -361,38 +518,78 @@ fn socket_row() -> Check {
     let sock = dir.join("control.sock");
     let me = nix::unistd::geteuid().as_raw();
     match std::fs::symlink_metadata(&dir) {
-        Ok(m) if !m.file_type().is_dir() => Check::new("control socket", Verdict::Fail, format!("{} is not a directory", dir.display()), format!("remove {}", dir.display())),
+        Ok(m) if !m.file_type().is_dir() => Check::new(
+            "control socket",
+            Verdict::Fail,
+            format!("{} is not a directory", dir.display()),
+            format!("remove {}", dir.display()),
+        ),
         Ok(m) if m.uid() != me => Check::new(
             "control socket",
             Verdict::Fail,
-            format!("{} belongs to uid {}, not to us ({me})", dir.display(), m.uid()),
+            format!(
+                "{} belongs to uid {}, not to us ({me})",
+                dir.display(),
+                m.uid()
+            ),
             format!("remove {} (someone else created it)", dir.display()),
         ),
         Ok(m) if m.mode() & 0o077 != 0 => Check::new(
             "control socket",
             Verdict::Fail,
-            format!("{} has mode {:o}; other users could reach the socket", dir.display(), m.mode() & 0o7777),
-            format!("chmod 700 {} (the daemon also fixes it when it starts)", dir.display()),
+            format!(
+                "{} has mode {:o}; other users could reach the socket",
+                dir.display(),
+                m.mode() & 0o7777
+            ),
+            format!(
+                "chmod 700 {} (the daemon also fixes it when it starts)",
+                dir.display()
+            ),
         ),
         Ok(_) => {
             let running = std::os::unix::net::UnixStream::connect(&sock).is_ok();
             Check::new(
                 "control socket",
                 Verdict::Pass,
-                format!("{} (mode 700){}", dir.display(), if running { ", daemon listening" } else { ", daemon not running" }),
+                format!(
+                    "{} (mode 700){}",
+                    dir.display(),
+                    if running {
+                        ", daemon listening"
+                    } else {
+                        ", daemon not running"
+                    }
+                ),
                 "",
             )
         }
         Err(_) => {
             let parent = dir.parent().unwrap_or(Path::new("/"));
-            let writable = nix::unistd::access(parent, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok();
+            let writable = nix::unistd::access(
+                parent,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .is_ok();
             if writable {
-                Check::new("control socket", Verdict::Pass, format!("{} will be created (mode 700) when the daemon starts", dir.display()), "")
+                Check::new(
+                    "control socket",
+                    Verdict::Pass,
+                    format!(
+                        "{} will be created (mode 700) when the daemon starts",
+                        dir.display()
+                    ),
+                    "",
+                )
             } else {
                 Check::new(
                     "control socket",
                     Verdict::Fail,
-                    format!("cannot create {}: {} is not writable", dir.display(), parent.display()),
+                    format!(
+                        "cannot create {}: {} is not writable",
+                        dir.display(),
+                        parent.display()
+                    ),
                     "set XDG_RUNTIME_DIR to your runtime directory (normally /run/user/$UID)",
                 )
             }
@@ -425,12 +622,14 @@ pub struct Sha256 {
 }
 
 const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
-    0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
-    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
 impl Default for Sha256 {
@@ -443,7 +642,10 @@ impl Sha256 {
     /// A fresh hash.
     pub fn new() -> Self {
         Sha256 {
-            state: [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19],
+            state: [
+                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+                0x5be0cd19,
+            ],
             block: [0; 64],
             used: 0,
             length: 0,
@@ -485,13 +687,20 @@ impl Sha256 {
         for i in 16..64 {
             let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
             let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16].wrapping_add(s0).wrapping_add(w[i - 7]).wrapping_add(s1);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
         }
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = self.state;
         for i in 0..64 {
             let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
             let ch = (e & f) ^ (!e & g);
-            let t1 = h.wrapping_add(s1).wrapping_add(ch).wrapping_add(K[i]).wrapping_add(w[i]);
+            let t1 = h
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
             let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
             let maj = (a & b) ^ (a & c) ^ (b & c);
             let t2 = s0.wrapping_add(maj);
@@ -522,8 +731,14 @@ mod tests {
 
     #[test]
     fn sha256_known_answers() {
-        assert_eq!(hash(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(
             hash(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
@@ -535,7 +750,10 @@ mod tests {
             h.update(part);
         }
         assert_eq!(h.hex(), hash(&data));
-        assert_eq!(hash(&vec![b'a'; 1_000_000]), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+        assert_eq!(
+            hash(&vec![b'a'; 1_000_000]),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        );
     }
 
     #[test]
@@ -546,6 +764,9 @@ mod tests {
         ];
         let text = render(&rows);
         assert!(text.contains("pass  a    fine"), "{text}");
-        assert!(text.contains("FAIL  bbb  broken") && text.contains("fix: do this"), "{text}");
+        assert!(
+            text.contains("FAIL  bbb  broken") && text.contains("fix: do this"),
+            "{text}"
+        );
     }
 }

@@ -35,7 +35,12 @@ struct EngineArgs {
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Directory holding swictation-vad-worker and swictation-asr-worker (default: beside this binary).
-    #[arg(long, global = true, value_name = "DIR", env = "SWICTATION_WORKERS_DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "SWICTATION_WORKERS_DIR"
+    )]
     workers_dir: Option<PathBuf>,
     /// ONNX Runtime shared library (default: the one deploy/setup.sh installs).
     #[arg(long, global = true, value_name = "PATH", env = "SWICTATION_ORT_LIB")]
@@ -131,6 +136,26 @@ enum Command {
         /// VAD frames to time each way.
         #[arg(long, default_value_t = 2000)]
         frames: usize,
+    },
+    /// Loop real speech through the supervised pipeline while injecting faults into random
+    /// workers and killing/freezing them from outside; print what survived and exit non-zero on
+    /// any lost or duplicated transcript, leaked descriptor or zombie.
+    Soak {
+        /// How long to feed speech: `60s`, `10m`, `1h` or seconds.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Mean interval between faults.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        fault_every: std::time::Duration,
+        /// Seed of the fault schedule (same seed, same schedule).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Feed speech as fast as it is taken instead of in real time.
+        #[arg(long)]
+        fast: bool,
+        /// Fail unless at least this many faults were inflicted.
+        #[arg(long, default_value_t = 0)]
+        min_faults: u32,
     },
     /// What the running daemon is doing: state, audio, workers, GPU, queue, latencies.
     Status {
@@ -264,7 +289,11 @@ fn main() {
     } else {
         Notifier::disabled()
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             swictation::log_error!("cannot start the async runtime: {e}");
@@ -285,9 +314,19 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
     match cli.command {
         Command::Transcribe { json, files } => {
             let cfg = engine.load_config()?;
-            transcribe(&daemon::engine_config(&cfg, engine.allow_faults), &cfg.vad.segmenter(), json, &files).await
+            transcribe(
+                &daemon::engine_config(&cfg, engine.allow_faults),
+                &cfg.vad.segmenter(),
+                json,
+                &files,
+            )
+            .await
         }
-        Command::Run { input, fast, daemon } => {
+        Command::Run {
+            input,
+            fast,
+            daemon,
+        } => {
             let input = match input.as_slice() {
                 [] => Input::Capture { device: None },
                 [one] if one.as_os_str() == "-" => Input::Stdin,
@@ -295,14 +334,43 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
                     if paths.iter().any(|p| p.as_os_str() == "-") {
                         bail!("--input - (standard input) cannot be combined with files");
                     }
-                    Input::Files { paths: paths.to_vec(), paced: !fast }
+                    Input::Files {
+                        paths: paths.to_vec(),
+                        paced: !fast,
+                    }
                 }
             };
             serve(engine, &daemon, input, notifier).await
         }
-        Command::Daemon { daemon } => serve(engine, &daemon, Input::Capture { device: None }, notifier).await,
+        Command::Daemon { daemon } => {
+            serve(engine, &daemon, Input::Capture { device: None }, notifier).await
+        }
         Command::Bench { clips, frames } => {
-            bench::run(&daemon::engine_config(&engine.load_config()?, engine.allow_faults), clips, frames).await
+            bench::run(
+                &daemon::engine_config(&engine.load_config()?, engine.allow_faults),
+                clips,
+                frames,
+            )
+            .await
+        }
+        Command::Soak { duration, fault_every, seed, fast, min_faults } => {
+            let cfg = daemon::engine_config(&engine.load_config()?, true);
+            let report = swictation::soak::run(
+                cfg,
+                swictation::soak::SoakArgs { duration, fault_every, seed, fast },
+            )
+            .await?;
+            println!("{}", report.table());
+            let mut violations = report.violations();
+            if report.fault_count() < min_faults {
+                violations.push(format!("only {} faults inflicted (wanted {min_faults})", report.fault_count()));
+            }
+            if violations.is_empty() {
+                println!("soak passed");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("soak failed: {}", violations.join("; ")))
+            }
         }
         Command::Status { json, watch } => status(json, watch).await,
         Command::Toggle => simple("toggle").await,
@@ -315,7 +383,10 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
                 RoleArg::Asr => "asr",
             };
             let r = control::request(&json!({"cmd": "restart", "role": role})).await?;
-            println!("restarting the {role} worker (daemon {})", r["state"].as_str().unwrap_or("?"));
+            println!(
+                "restarting the {role} worker (daemon {})",
+                r["state"].as_str().unwrap_or("?")
+            );
             Ok(())
         }
         Command::Subscribe => {
@@ -328,11 +399,15 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
             Ok(())
         }
         Command::Devices { json } => devices(json).await,
-        Command::Config { action: ConfigAction::Default } => {
+        Command::Config {
+            action: ConfigAction::Default,
+        } => {
             print!("{}", Config::default_toml());
             Ok(())
         }
-        Command::Config { action: ConfigAction::Check { path } } => {
+        Command::Config {
+            action: ConfigAction::Check { path },
+        } => {
             let path = path.or(cli.engine.config);
             let (_, used) = Config::load(path.as_deref())?;
             println!("{}: ok", used.display());
@@ -340,7 +415,9 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
         }
         Command::Doctor { json } => {
             let config = Config::load(engine.config.as_deref());
-            let rows = tokio::task::spawn_blocking(move || doctor::run(config)).await.context("doctor")?;
+            let rows = tokio::task::spawn_blocking(move || doctor::run(config))
+                .await
+                .context("doctor")?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
@@ -354,11 +431,18 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
     }
 }
 
-async fn serve(engine: &EngineArgs, args: &DaemonArgs, input: Input, notifier: Notifier) -> Result<()> {
+async fn serve(
+    engine: &EngineArgs,
+    args: &DaemonArgs,
+    input: Input,
+    notifier: Notifier,
+) -> Result<()> {
     let mut config = engine.load_config()?;
     args.apply(&mut config)?;
     let input = match input {
-        Input::Capture { .. } => Input::Capture { device: config.audio.device.clone() },
+        Input::Capture { .. } => Input::Capture {
+            device: config.audio.device.clone(),
+        },
         other => other,
     };
     daemon::run(daemon::Options {
@@ -403,7 +487,13 @@ async fn status(json: bool, watch: bool) -> Result<()> {
 }
 
 async fn devices(json: bool) -> Result<()> {
-    let devices = tokio::task::spawn_blocking(capture::list_devices).await.context("listing devices")??;
+    // Listing opens every device, and opening one can block (a busy driver, an ALSA plugin on
+    // a FIFO without a writer): bounded, so the command always answers.
+    let listing = tokio::task::spawn_blocking(capture::list_devices);
+    let devices = match tokio::time::timeout(Duration::from_secs(10), listing).await {
+        Ok(r) => r.context("listing devices")??,
+        Err(_) => bail!("listing input devices did not finish within 10 s: a device blocks when opened (check `arecord -L`)"),
+    };
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&devices)?)?;
@@ -413,31 +503,84 @@ async fn devices(json: bool) -> Result<()> {
         writeln!(out, "no input devices")?;
     }
     for d in &devices {
-        writeln!(out, "{}{} [{}]", if d.is_default { "* " } else { "  " }, d.name, d.id)?;
-        // cpal lists one range per (channels, format, rate range); merge the rates.
-        let mut merged: Vec<(u16, String, u32, u32)> = Vec::new();
-        for c in &d.configs {
-            match merged.iter_mut().find(|m| m.0 == c.channels && m.1 == c.format) {
-                Some(m) => {
-                    m.2 = m.2.min(c.min_rate);
-                    m.3 = m.3.max(c.max_rate);
-                }
-                None => merged.push((c.channels, c.format.clone(), c.min_rate, c.max_rate)),
-            }
+        writeln!(
+            out,
+            "{}{} [{}]",
+            if d.is_default { "* " } else { "  " },
+            d.name,
+            d.id
+        )?;
+        for line in condense(&d.configs) {
+            writeln!(out, "      {line}")?;
         }
-        merged.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        if merged.is_empty() {
+        if d.configs.is_empty() {
             writeln!(out, "      (could not be opened to list its formats)")?;
-        }
-        for (ch, fmt, lo, hi) in merged {
-            let rates = if lo == hi { format!("{lo} Hz") } else { format!("{lo}-{hi} Hz") };
-            writeln!(out, "      {ch} ch  {fmt:<4}  {rates}")?;
         }
     }
     Ok(())
 }
 
-async fn transcribe(cfg: &EngineConfig, seg_cfg: &SegmenterConfig, json: bool, files: &[PathBuf]) -> Result<()> {
+/// cpal's configuration ranges as a few lines: per channel count, the formats sharing a rate
+/// range (rates merged across cpal's ranges), and runs of channel counts with identical lines
+/// joined (`1-64 ch  F32 I16  4000+ Hz`).
+fn condense(configs: &[capture::InputConfigRange]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut rates: BTreeMap<(u16, String), (u32, u32)> = BTreeMap::new();
+    for c in configs {
+        let r = rates
+            .entry((c.channels, c.format.clone()))
+            .or_insert((c.min_rate, c.max_rate));
+        *r = (r.0.min(c.min_rate), r.1.max(c.max_rate));
+    }
+    let mut per_channel: BTreeMap<u16, BTreeMap<(u32, u32), Vec<String>>> = BTreeMap::new();
+    for ((ch, fmt), range) in rates {
+        per_channel
+            .entry(ch)
+            .or_default()
+            .entry(range)
+            .or_default()
+            .push(fmt);
+    }
+    let describe = |groups: &BTreeMap<(u32, u32), Vec<String>>| -> String {
+        groups
+            .iter()
+            .map(|((lo, hi), fmts)| {
+                let rates = match (*lo, *hi) {
+                    (lo, u32::MAX) => format!("{lo}+ Hz"),
+                    (lo, hi) if lo == hi => format!("{lo} Hz"),
+                    (lo, hi) => format!("{lo}-{hi} Hz"),
+                };
+                format!("{}  {rates}", fmts.join(" "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut lines: Vec<(u16, u16, String)> = Vec::new();
+    for (ch, groups) in &per_channel {
+        let text = describe(groups);
+        match lines.last_mut() {
+            Some((_, last, t)) if *t == text && *last + 1 == *ch => *last = *ch,
+            _ => lines.push((*ch, *ch, text)),
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(a, b, t)| {
+            if a == b {
+                format!("{a} ch  {t}")
+            } else {
+                format!("{a}-{b} ch  {t}")
+            }
+        })
+        .collect()
+}
+
+async fn transcribe(
+    cfg: &EngineConfig,
+    seg_cfg: &SegmenterConfig,
+    json: bool,
+    files: &[PathBuf],
+) -> Result<()> {
     // Read every file first: a bad file is reported before any model is loaded.
     let mut recordings = Vec::with_capacity(files.len());
     for f in files {
@@ -447,13 +590,14 @@ async fn transcribe(cfg: &EngineConfig, seg_cfg: &SegmenterConfig, json: bool, f
     let mut stdout = std::io::stdout().lock();
     let mut result = Ok(());
     for (file, rec) in files.iter().zip(&recordings) {
-        let segments = match pipeline::transcribe_recording(&mut engine, seg_cfg, &rec.samples).await {
-            Ok(s) => s,
-            Err(e) => {
-                result = Err(e.context(format!("transcribing {}", file.display())));
-                break;
-            }
-        };
+        let segments =
+            match pipeline::transcribe_recording(&mut engine, seg_cfg, &rec.samples).await {
+                Ok(s) => s,
+                Err(e) => {
+                    result = Err(e.context(format!("transcribing {}", file.display())));
+                    break;
+                }
+            };
         let text = pipeline::join_text(&segments);
         if json {
             let obj = serde_json::json!({
@@ -481,4 +625,19 @@ async fn transcribe(cfg: &EngineConfig, seg_cfg: &SegmenterConfig, json: bool, f
     }
     engine.shutdown().await;
     result
+}
+
+/// `60s`, `10m`, `1h`, `500ms` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 60s, 10m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }

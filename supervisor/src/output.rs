@@ -99,7 +99,9 @@ impl Tool for Typer {
     fn install_hint(&self) -> &'static str {
         match self {
             Typer::Wtype => "sudo apt install wtype",
-            Typer::Ydotool => "sudo apt install ydotool, and run ydotoold (it needs access to /dev/uinput)",
+            Typer::Ydotool => {
+                "sudo apt install ydotool, and run ydotoold (it needs access to /dev/uinput)"
+            }
             Typer::Xdotool => "sudo apt install xdotool",
         }
     }
@@ -151,7 +153,9 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Why transcripts cannot be output.
@@ -253,11 +257,16 @@ impl Output {
         match self {
             Output::Stdout => {
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{text}").and_then(|_| out.flush()).map_err(OutputError::Stdout)
+                writeln!(out, "{text}")
+                    .and_then(|_| out.flush())
+                    .map_err(OutputError::Stdout)
             }
             Output::File { file, path } => writeln!(file, "{text}")
                 .and_then(|_| file.flush())
-                .map_err(|source| OutputError::File { path: path.clone(), source }),
+                .map_err(|source| OutputError::File {
+                    path: path.clone(),
+                    source,
+                }),
             Output::Type(t) => {
                 let typed = format!("{text} ");
                 let args: Vec<&str> = match t {
@@ -268,7 +277,9 @@ impl Output {
                 run_tool(t.program(), &args, None)
             }
             Output::Clipboard(Clipper::WlCopy) => run_tool("wl-copy", &["--", text], None),
-            Output::Clipboard(Clipper::Xclip) => run_tool("xclip", &["-selection", "clipboard"], Some(text)),
+            Output::Clipboard(Clipper::Xclip) => {
+                run_tool("xclip", &["-selection", "clipboard"], Some(text))
+            }
         }
     }
 }
@@ -278,13 +289,20 @@ fn open_append(path: &Path) -> Result<File, OutputError> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|source| OutputError::File { path: path.to_path_buf(), source })
+        .map_err(|source| OutputError::File {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn require(tool: &impl Tool, mode: &'static str) -> Result<(), OutputError> {
     match find_program(tool.program()) {
         Some(_) => Ok(()),
-        None => Err(OutputError::MissingTool { mode, program: tool.program(), hint: tool.install_hint() }),
+        None => Err(OutputError::MissingTool {
+            mode,
+            program: tool.program(),
+            hint: tool.install_hint(),
+        }),
     }
 }
 
@@ -293,13 +311,18 @@ fn run_tool(program: &'static str, args: &[&str], stdin: Option<&str>) -> Result
     let fail = |reason: String| OutputError::Tool { program, reason };
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(e.to_string()))?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(|e| fail(format!("writing its input: {e}")))?;
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| fail(format!("writing its input: {e}")))?;
     }
     let start = Instant::now();
     let status = loop {
@@ -308,7 +331,10 @@ fn run_tool(program: &'static str, args: &[&str], stdin: Option<&str>) -> Result
             Ok(None) if start.elapsed() > TOOL_TIMEOUT => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(fail(format!("no exit within {} s; killed", TOOL_TIMEOUT.as_secs())));
+                return Err(fail(format!(
+                    "no exit within {} s; killed",
+                    TOOL_TIMEOUT.as_secs()
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(fail(e.to_string())),
@@ -361,15 +387,30 @@ mod tests {
         let s = session(Some("wayland"), true, false);
         assert_eq!(choose_type_tool(TypeTool::Xdotool, &s), Typer::Xdotool);
         assert_eq!(choose_type_tool(TypeTool::Ydotool, &s), Typer::Ydotool);
-        assert_eq!(choose_type_tool(TypeTool::Wtype, &session(None, false, true)), Typer::Wtype);
+        assert_eq!(
+            choose_type_tool(TypeTool::Wtype, &session(None, false, true)),
+            Typer::Wtype
+        );
     }
 
     #[test]
     fn clipboard_tool_follows_the_session() {
-        assert_eq!(choose_clipboard_tool(&session(Some("wayland"), true, true)), Some(Clipper::WlCopy));
-        assert_eq!(choose_clipboard_tool(&session(None, true, false)), Some(Clipper::WlCopy));
-        assert_eq!(choose_clipboard_tool(&session(Some("x11"), false, true)), Some(Clipper::Xclip));
-        assert_eq!(choose_clipboard_tool(&session(Some("tty"), false, false)), None);
+        assert_eq!(
+            choose_clipboard_tool(&session(Some("wayland"), true, true)),
+            Some(Clipper::WlCopy)
+        );
+        assert_eq!(
+            choose_clipboard_tool(&session(None, true, false)),
+            Some(Clipper::WlCopy)
+        );
+        assert_eq!(
+            choose_clipboard_tool(&session(Some("x11"), false, true)),
+            Some(Clipper::Xclip)
+        );
+        assert_eq!(
+            choose_clipboard_tool(&session(Some("tty"), false, false)),
+            None
+        );
     }
 
     #[test]
@@ -384,8 +425,14 @@ mod tests {
                 "sudo apt install nothing"
             }
         }
-        let e = require(&Nope, "type").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("swictation-no-such-tool") && e.contains("sudo apt install nothing"), "{e}");
+        let e = require(&Nope, "type")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("swictation-no-such-tool") && e.contains("sudo apt install nothing"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -393,19 +440,39 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out.txt");
         std::fs::write(&path, "before\n").expect("seed");
-        let cfg = OutputConfig { mode: OutputMode::File, file: Some(path.clone()), type_tool: TypeTool::Auto };
+        let cfg = OutputConfig {
+            mode: OutputMode::File,
+            file: Some(path.clone()),
+            type_tool: TypeTool::Auto,
+        };
         let mut out = Output::open(&cfg, &Session::default()).expect("open");
         out.write("one").expect("write");
         out.write("two").expect("write");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "before\none\ntwo\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "before\none\ntwo\n"
+        );
         let no_file = OutputConfig { file: None, ..cfg };
-        assert!(matches!(Output::open(&no_file, &Session::default()), Err(OutputError::NoFile)));
+        assert!(matches!(
+            Output::open(&no_file, &Session::default()),
+            Err(OutputError::NoFile)
+        ));
     }
 
     #[test]
     fn clipboard_without_a_display_is_a_clear_error() {
-        let cfg = OutputConfig { mode: OutputMode::Clipboard, file: None, type_tool: TypeTool::Auto };
-        let e = Output::open(&cfg, &session(Some("tty"), false, false)).err().map(|e| e.to_string());
-        assert!(e.as_deref().is_some_and(|e| e.contains("graphical session")), "{e:?}");
+        let cfg = OutputConfig {
+            mode: OutputMode::Clipboard,
+            file: None,
+            type_tool: TypeTool::Auto,
+        };
+        let e = Output::open(&cfg, &session(Some("tty"), false, false))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("graphical session")),
+            "{e:?}"
+        );
     }
 }

@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub load_timeout: Duration,
     /// Address-space cap for each worker, MiB (none by default).
     pub memory_limit_mb: Option<u64>,
+    /// Longest window the ASR worker transcribes at once, seconds (0 = no windowing).
+    pub context_s: f32,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +62,7 @@ impl Default for EngineConfig {
             allow_faults: false,
             load_timeout: Duration::from_secs(60),
             memory_limit_mb: None,
+            context_s: 10.0,
         }
     }
 }
@@ -96,6 +99,8 @@ impl EngineConfig {
             self.asr_decoder.to_string().into(),
             "--threads".into(),
             self.asr_threads.to_string().into(),
+            "--context-s".into(),
+            self.context_s.to_string().into(),
         ];
         if let Some(m) = &self.asr_model {
             args.extend(["--model".into(), m.into()]);

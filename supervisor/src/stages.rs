@@ -307,12 +307,13 @@ async fn vad_stage(
             let n = (pending.len() / VAD_FRAME).min(MAX_BATCH_FRAMES) * VAD_FRAME;
             let frames: Vec<f32> = pending.range(..n).copied().collect();
             let probs = loop {
-                if energy && sup.next_attempt().is_none_or(|t| t <= Instant::now()) {
-                    if sup.ensure_ready().await.is_ok() {
-                        energy = false;
-                        crate::log_info!("VAD worker is back: leaving the energy detector");
-                        set_degraded(&board, &counters, Role::Vad, false);
-                    }
+                if energy
+                    && sup.next_attempt().is_none_or(|t| t <= Instant::now())
+                    && sup.ensure_ready().await.is_ok()
+                {
+                    energy = false;
+                    crate::log_info!("VAD worker is back: leaving the energy detector");
+                    set_degraded(&board, &counters, Role::Vad, false);
                 }
                 if energy {
                     counters.energy_frames.fetch_add((n / VAD_FRAME) as u64, Ordering::Relaxed);

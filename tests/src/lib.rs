@@ -15,8 +15,16 @@ pub use swictation_proto as proto;
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    for b in ["swictation", "swictation-vad-worker", "swictation-asr-worker"] {
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in [
+        "swictation",
+        "swictation-vad-worker",
+        "swictation-asr-worker",
+    ] {
         assert!(
             dir.join(b).is_file(),
             "{} is missing: build the binaries first (cargo build --workspace --bins, same profile as the tests)",
@@ -43,19 +51,25 @@ pub fn models() -> PathBuf {
 
 /// The five LibriVox clips with their reference transcripts.
 pub fn librivox() -> Vec<(PathBuf, String)> {
-    swictation::bench::librivox_clips(&speech().join("librivox")).expect("LibriVox clips (run deploy/setup.sh)")
+    swictation::bench::librivox_clips(&speech().join("librivox"))
+        .expect("LibriVox clips (run deploy/setup.sh)")
 }
 
 /// `swictation` with a private runtime dir, so tests never share sockets.
 pub fn swictation(runtime_dir: &Path) -> Command {
     let mut c = Command::new(bin("swictation"));
-    c.env("XDG_RUNTIME_DIR", runtime_dir).env_remove("SWICTATION_LOG");
+    c.env("XDG_RUNTIME_DIR", runtime_dir)
+        .env_remove("SWICTATION_LOG");
     c
 }
 
 /// Run a command to completion, failing the test if it takes longer than `limit`.
 pub fn run_with_deadline(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     wait_with_deadline(&mut child, limit)
 }
 
@@ -90,7 +104,11 @@ pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
 }
 
 /// A test acting as the supervisor for one worker: a listening socket and the spawned worker.
@@ -123,15 +141,23 @@ impl FakeSupervisor {
             match listener.accept() {
                 Ok((c, _)) => break c,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(start.elapsed() < Duration::from_secs(30), "worker never connected");
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "worker never connected"
+                    );
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => panic!("accept: {e}"),
             }
         };
         conn.set_nonblocking(false).expect("blocking");
-        conn.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        Self { child, conn, _dir: dir }
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        Self {
+            child,
+            conn,
+            _dir: dir,
+        }
     }
 
     /// Send one request.
@@ -176,5 +202,425 @@ impl Drop for FakeSupervisor {
 /// Raw s16le file → f32 samples.
 pub fn read_raw(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).expect("read raw");
-    bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect()
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect()
+}
+
+/// Serialises the tests of one test binary that time real-time behaviour: libtest runs tests in
+/// parallel threads, and two daemons sharing two cores would each miss their deadlines.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A private environment for one daemon: its own runtime (control socket), state (quarantine)
+/// and config directories under a temp dir, so tests never share or touch the user's.
+pub struct TestEnv {
+    /// The temp dir holding everything; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// `$XDG_RUNTIME_DIR`.
+    pub runtime: PathBuf,
+    /// `$XDG_STATE_HOME`.
+    pub state: PathBuf,
+    /// `$XDG_CONFIG_HOME` (the daemon's `swictation/config.toml` and ALSA's `alsa/asoundrc`).
+    pub config: PathBuf,
+    /// The capture FIFO, once [`TestEnv::with_alsa`] made one.
+    pub fifo: Option<PathBuf>,
+}
+
+impl TestEnv {
+    /// Fresh directories (the runtime dir mode 0700, as a real one is).
+    pub fn new() -> TestEnv {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (runtime, state, config) = (
+            dir.path().join("run"),
+            dir.path().join("state"),
+            dir.path().join("config"),
+        );
+        for d in [&runtime, &state, &config] {
+            std::fs::create_dir_all(d).expect("create dir");
+        }
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod runtime dir");
+        TestEnv {
+            dir,
+            runtime,
+            state,
+            config,
+            fifo: None,
+        }
+    }
+
+    /// Routes ALSA's default capture device to a FIFO (see `deploy/asoundrc.capture`) and
+    /// returns the FIFO's path.
+    pub fn with_alsa(&mut self) -> PathBuf {
+        let alsa = self.config.join("alsa");
+        std::fs::create_dir_all(&alsa).expect("alsa config dir");
+        std::fs::write(
+            alsa.join("asoundrc"),
+            include_str!("../../deploy/asoundrc.capture"),
+        )
+        .expect("write asoundrc");
+        let fifo = self.dir.path().join("mic.raw");
+        alsa_feed::make_fifo(&fifo);
+        self.fifo = Some(fifo.clone());
+        fifo
+    }
+
+    /// Writes the daemon's config file.
+    pub fn write_config(&self, toml: &str) -> PathBuf {
+        let path = self.config.join("swictation/config.toml");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("config dir");
+        std::fs::write(&path, toml).expect("write config");
+        path
+    }
+
+    /// `swictation` in this environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("swictation"));
+        c.env("XDG_RUNTIME_DIR", &self.runtime)
+            .env("XDG_STATE_HOME", &self.state)
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env_remove("SWICTATION_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null());
+        if let Some(f) = &self.fifo {
+            c.env("CAPTURE_RAW", f);
+        }
+        c
+    }
+
+    /// Runs `swictation ARGS` to completion (20 s at most).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_with_deadline(self.cmd().args(args), Duration::from_secs(20))
+    }
+
+    /// The daemon's status document (`swictation status --json`), or `None` if it does not answer.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = self.cli(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Polls the status until `want` accepts it, failing after `limit`.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        limit: Duration,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < limit {
+            if let Some(s) = self.status() {
+                if want(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("timed out after {limit:?} waiting for {what}; last status: {last:?}");
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running daemon whose output is collected as it comes, so a test can look at its log while
+/// it runs. Killed on drop.
+pub struct DaemonProcess {
+    /// The process.
+    pub child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl DaemonProcess {
+    /// Spawns `cmd` with piped output.
+    pub fn spawn(cmd: &mut Command) -> DaemonProcess {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn swictation");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let pipes: [(Option<Box<dyn Read + Send>>, _); 2] = [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                stdout.clone(),
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                stderr.clone(),
+            ),
+        ];
+        for (pipe, buf) in pipes {
+            if let Some(mut pipe) = pipe {
+                readers.push(std::thread::spawn(move || {
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = pipe.read(&mut chunk) {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend_from_slice(&chunk[..n]);
+                    }
+                }));
+            }
+        }
+        DaemonProcess {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Standard output so far.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Standard error (the log) so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .expect("signal the daemon");
+    }
+
+    /// Waits for the daemon to exit (failing past `limit`) and returns its status, stdout and stderr.
+    pub fn wait(&mut self, limit: Duration) -> (std::process::ExitStatus, String, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the daemon did not exit within {limit:?}; log:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (status, self.stdout(), self.stderr())
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+/// A recording as 16 kHz mono s16 samples (any format `swictation::audio` reads).
+pub fn samples_i16(path: &Path) -> Vec<i16> {
+    let audio = swictation::audio::load(path).expect("load recording");
+    audio
+        .samples
+        .iter()
+        .map(|&s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
+        .collect()
+}
+
+/// Feeding ALSA's `file` capture plugin from a FIFO at real-time pace, as a microphone would.
+///
+/// The plugin fills exactly one period per FIFO read (80 samples at 16 kHz for cpal's default
+/// stream through `plug`, as `tests/tests/capture.rs` measures): a short read is padded with
+/// stale data and a long one loses the excess. So the feeder writes one period per write, each
+/// once the FIFO is empty, and writes silence whenever it has nothing queued, so that capture
+/// never sees a stall between utterances.
+pub mod alsa_feed {
+    use std::collections::VecDeque;
+    use std::fs::{File, OpenOptions};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// Samples (16 kHz) the file plugin consumes per read.
+    pub const PERIOD: usize = 80;
+
+    /// Creates a FIFO (mode 0600).
+    pub fn make_fifo(path: &Path) {
+        nix::unistd::mkfifo(
+            path,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .expect("mkfifo");
+    }
+
+    fn queued(fifo: &File) -> usize {
+        let mut n: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`.
+        let rc = unsafe { nix::libc::ioctl(fifo.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+        if rc != 0 {
+            return 0;
+        }
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// A thread writing queued speech, else silence, into a FIFO in real time.
+    pub struct Feeder {
+        queue: Arc<Mutex<VecDeque<i16>>>,
+        stop: Arc<AtomicBool>,
+        fed: Arc<AtomicU64>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Feeder {
+        /// Opens `fifo` for writing (read-write, so opening never blocks and writes never fail
+        /// while the reader reopens it) and starts feeding silence.
+        pub fn start(fifo: &Path) -> Feeder {
+            let mut writer = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(fifo)
+                .expect("open FIFO");
+            let queue: Arc<Mutex<VecDeque<i16>>> = Arc::default();
+            let stop = Arc::new(AtomicBool::new(false));
+            let fed = Arc::new(AtomicU64::new(0));
+            let (q, s, f) = (queue.clone(), stop.clone(), fed.clone());
+            let thread = std::thread::spawn(move || {
+                let mut t0 = Instant::now();
+                let mut written: u64 = 0;
+                let mut period = [0i16; PERIOD];
+                while !s.load(Ordering::SeqCst) {
+                    let due = t0 + Duration::from_secs_f64(written as f64 / 16_000.0);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    {
+                        let mut q = q.lock().unwrap_or_else(|p| p.into_inner());
+                        for slot in period.iter_mut() {
+                            *slot = q.pop_front().unwrap_or(0);
+                        }
+                    }
+                    let bytes: Vec<u8> = period.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    // Each write only once the reader has taken the previous one.
+                    while queued(&writer) > 0 && !s.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    if writer.write_all(&bytes).is_err() {
+                        break;
+                    }
+                    written += PERIOD as u64;
+                    f.store(written, Ordering::SeqCst);
+                    // While nobody reads (the device is being reopened) time passes without
+                    // writes. A microphone does not catch up afterwards, and a burst faster than
+                    // real time looks like a file at its end to capture: slip the clock instead.
+                    let late = Instant::now().saturating_duration_since(due);
+                    if late > Duration::from_millis(50) {
+                        t0 += late;
+                    }
+                }
+            });
+            Feeder {
+                queue,
+                stop,
+                fed,
+                thread: Some(thread),
+            }
+        }
+
+        /// Queues speech to be played after what is already queued.
+        pub fn push(&self, samples: &[i16]) {
+            self.queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(samples.iter().copied());
+        }
+
+        /// Samples queued and not yet written.
+        pub fn pending(&self) -> usize {
+            self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
+        }
+
+        /// Samples written so far (speech and silence).
+        pub fn fed(&self) -> u64 {
+            self.fed.load(Ordering::SeqCst)
+        }
+
+        /// Waits until everything queued has been written, failing after `limit`.
+        pub fn drain(&self, limit: Duration) {
+            let start = Instant::now();
+            while self.pending() > 0 {
+                assert!(
+                    start.elapsed() < limit,
+                    "feeding did not finish within {limit:?} ({} samples left)",
+                    self.pending()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// Stops feeding and closes the FIFO's writer (the reader then sees the end of input).
+        pub fn close(mut self) {
+            self.shutdown();
+        }
+
+        fn shutdown(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    impl Drop for Feeder {
+        fn drop(&mut self) {
+            self.shutdown();
+        }
+    }
 }
