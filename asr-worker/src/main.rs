@@ -51,7 +51,11 @@ struct Asr(Box<dyn SpeechModel>);
 impl Handler for Asr {
     fn handle(&mut self, request: Request) -> Reply {
         match request {
-            Request::Transcribe { id, segment, samples } => {
+            Request::Transcribe {
+                id,
+                segment,
+                samples,
+            } => {
                 let t = Instant::now();
                 match self.0.transcribe(&samples) {
                     Ok(tr) => Reply::Transcript {
@@ -64,7 +68,11 @@ impl Handler for Asr {
                     Err(e) => error(Some(id), e.kind, e.message),
                 }
             }
-            other => error(other.id(), ErrorKind::BadRequest, "the ASR worker does not run VAD".into()),
+            other => error(
+                other.id(),
+                ErrorKind::BadRequest,
+                "the ASR worker does not run VAD".into(),
+            ),
         }
     }
 }

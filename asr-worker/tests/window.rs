@@ -721,12 +721,7 @@ fn peak_memory_by_context() {
     for name in ["moonshine-tiny-en", "moonshine-base-en"] {
         for context in [0.0, 10.0, 5.0, 3.0] {
             let out = std::process::Command::new(&exe)
-                .args([
-                    "memory_child",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+                .args(["memory_child", "--exact", "--nocapture", "--test-threads=1"])
                 .env(CHILD_ENV, format!("{name} {context}"))
                 .output()
                 .expect("run the child");
@@ -751,4 +746,3 @@ fn peak_memory_by_context() {
         }
     }
 }
-

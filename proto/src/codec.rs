@@ -45,7 +45,10 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     let mut buf = postcard::to_extend(msg, vec![0u8; HEADER])?;
     let len = buf.len() - HEADER;
     if len > MAX_FRAME as usize {
-        return Err(CodecError::TooLarge { len: len as u64, max: MAX_FRAME });
+        return Err(CodecError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME,
+        });
     }
     buf[..HEADER].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(buf)
@@ -60,7 +63,10 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
 pub fn payload_len(header: [u8; HEADER]) -> Result<usize, CodecError> {
     let len = u32::from_le_bytes(header);
     if len > MAX_FRAME {
-        return Err(CodecError::TooLarge { len: len as u64, max: MAX_FRAME });
+        return Err(CodecError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME,
+        });
     }
     Ok(len as usize)
 }
@@ -85,7 +91,12 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8], at_boundary: bool) -> Result<()
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
             Ok(0) if got == 0 && at_boundary => return Err(CodecError::Closed),
-            Ok(0) => return Err(CodecError::Truncated { got, want: buf.len() }),
+            Ok(0) => {
+                return Err(CodecError::Truncated {
+                    got,
+                    want: buf.len(),
+                })
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
@@ -177,22 +188,45 @@ mod tests {
             role: Role::Asr,
             model: "moonshine-base-en".into(),
             placement: vec![
-                ComponentPlacement { component: "encoder".into(), device: Device::Cuda(0) },
-                ComponentPlacement { component: "decoder".into(), device: Device::Cpu },
+                ComponentPlacement {
+                    component: "encoder".into(),
+                    device: Device::Cuda(0),
+                },
+                ComponentPlacement {
+                    component: "decoder".into(),
+                    device: Device::Cpu,
+                },
             ],
             load_ms: 170,
             pid: 42,
             runtime: "1.32.0".into(),
         }));
         roundtrip(Request::Ping { id: 7 });
-        roundtrip(Request::VadFrames { id: 1, samples: vec![0.25; VAD_FRAME * 2] });
+        roundtrip(Request::VadFrames {
+            id: 1,
+            samples: vec![0.25; VAD_FRAME * 2],
+        });
         roundtrip(Request::VadReset { id: 2 });
-        roundtrip(Request::Transcribe { id: 3, segment: 9, samples: vec![-0.5; 1600] });
-        roundtrip(Request::InjectFault { id: 4, fault: Fault::Exit(3) });
-        roundtrip(Request::InjectFault { id: 4, fault: Fault::GrowMemory(64) });
+        roundtrip(Request::Transcribe {
+            id: 3,
+            segment: 9,
+            samples: vec![-0.5; 1600],
+        });
+        roundtrip(Request::InjectFault {
+            id: 4,
+            fault: Fault::Exit(3),
+        });
+        roundtrip(Request::InjectFault {
+            id: 4,
+            fault: Fault::GrowMemory(64),
+        });
         roundtrip(Request::Shutdown);
         roundtrip(Reply::Pong { id: 7 });
-        roundtrip(Reply::VadProbs { id: 1, probs: vec![0.9, 0.01], micros: 300 });
+        roundtrip(Reply::VadProbs {
+            id: 1,
+            probs: vec![0.9, 0.01],
+            micros: 300,
+        });
         roundtrip(Reply::Done { id: 2 });
         roundtrip(Reply::Transcript {
             id: 3,
@@ -217,14 +251,23 @@ mod tests {
             read_frame::<_, Request>(&mut &bytes[..]),
             Err(CodecError::TooLarge { .. })
         ));
-        assert!(matches!(split_frame::<Request>(&bytes), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            split_frame::<Request>(&bytes),
+            Err(CodecError::TooLarge { .. })
+        ));
         let max = u32::MAX.to_le_bytes();
-        assert!(matches!(read_frame::<_, Request>(&mut &max[..]), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut &max[..]),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn clean_close_and_truncation_are_told_apart() {
-        assert!(matches!(read_frame::<_, Request>(&mut &[][..]), Err(CodecError::Closed)));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut &[][..]),
+            Err(CodecError::Closed)
+        ));
         let frame = encode(&Request::Ping { id: 1 }).unwrap();
         let cut = &frame[..frame.len() - 1];
         assert!(matches!(
@@ -251,7 +294,11 @@ mod tests {
     fn oversized_message_is_refused_on_encode() {
         let samples = vec![0.0f32; MAX_FRAME as usize / 4 + 1];
         assert!(matches!(
-            encode(&Request::Transcribe { id: 1, segment: 1, samples }),
+            encode(&Request::Transcribe {
+                id: 1,
+                segment: 1,
+                samples
+            }),
             Err(CodecError::TooLarge { .. })
         ));
     }

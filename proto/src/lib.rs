@@ -139,7 +139,11 @@ pub enum Request {
     /// VAD: forget the recurrent state and context (a new, unrelated stream starts).
     VadReset { id: u64 },
     /// ASR: transcribe one speech segment (16 kHz mono f32 in [-1, 1]).
-    Transcribe { id: u64, segment: u64, samples: Vec<f32> },
+    Transcribe {
+        id: u64,
+        segment: u64,
+        samples: Vec<f32>,
+    },
     /// Test-only fault injection.
     InjectFault { id: u64, fault: Fault },
     /// Finish the current request, answer [`Reply::Bye`], and exit 0.
@@ -196,11 +200,21 @@ pub enum Reply {
     /// Answer to [`Request::Ping`].
     Pong { id: u64 },
     /// One probability per frame of [`Request::VadFrames`], plus the inference time.
-    VadProbs { id: u64, probs: Vec<f32>, micros: u64 },
+    VadProbs {
+        id: u64,
+        probs: Vec<f32>,
+        micros: u64,
+    },
     /// Answer to [`Request::VadReset`] and [`Request::InjectFault`] (`GrowMemory`).
     Done { id: u64 },
     /// Answer to [`Request::Transcribe`].
-    Transcript { id: u64, segment: u64, text: String, tokens: u32, micros: u64 },
+    Transcript {
+        id: u64,
+        segment: u64,
+        text: String,
+        tokens: u32,
+        micros: u64,
+    },
     /// Something went wrong.
     Error(WorkerError),
     /// Answer to [`Request::Shutdown`]; the worker exits 0 right after.

@@ -39,7 +39,10 @@ struct Row {
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let p95 = v.get(((v.len() as f64 - 1.0) * 0.95) as usize).copied().unwrap_or(0.0);
+    let p95 = v
+        .get(((v.len() as f64 - 1.0) * 0.95) as usize)
+        .copied()
+        .unwrap_or(0.0);
     (mean, p95)
 }
 
@@ -53,7 +56,10 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
 
     // 1. Silero in the worker's own process.
     let mut cmd = std::process::Command::new(worker_program(cfg.workers_dir.as_deref(), Role::Vad));
-    cmd.arg("--bench").arg(&raw).arg("--bench-frames").arg(frames.to_string());
+    cmd.arg("--bench")
+        .arg(&raw)
+        .arg("--bench-frames")
+        .arg(frames.to_string());
     cmd.arg("--device").arg(cfg.vad_device.to_string());
     if let Some(m) = &cfg.vad_model {
         cmd.arg("--model").arg(m);
@@ -61,11 +67,17 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
     if let Some(l) = &cfg.ort_lib {
         cmd.arg("--ort-lib").arg(l);
     }
-    let out = cmd.output().context("running swictation-vad-worker --bench")?;
+    let out = cmd
+        .output()
+        .context("running swictation-vad-worker --bench")?;
     if !out.status.success() {
-        bail!("in-process VAD bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "in-process VAD bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let inproc: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing the VAD bench output")?;
+    let inproc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing the VAD bench output")?;
     let in_mean = inproc["mean_us"].as_f64().unwrap_or(f64::NAN);
     let in_p95 = inproc["p95_us"].as_f64().unwrap_or(f64::NAN);
 
@@ -84,7 +96,12 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
         one.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let mut batched = Vec::new();
-    let batch: Vec<f32> = frame_list.iter().cycle().take(32).flat_map(|f| f.iter().copied()).collect();
+    let batch: Vec<f32> = frame_list
+        .iter()
+        .cycle()
+        .take(32)
+        .flat_map(|f| f.iter().copied())
+        .collect();
     for _ in 0..(frames / 32).max(1) {
         let t = Instant::now();
         vad.vad_frames(batch.clone()).await?;
@@ -114,11 +131,17 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
         .iter()
         .map(|(p, r)| Ok((audio::load(p)?.samples, r)))
         .collect::<Result<_>>()?;
-    let audio_s: f64 = recordings.iter().map(|(s, _)| s.len() as f64 / audio::RATE as f64).sum();
+    let audio_s: f64 = recordings
+        .iter()
+        .map(|(s, _)| s.len() as f64 / audio::RATE as f64)
+        .sum();
     let models = swictation_proto::paths::models_dir();
     let mut rtfs = Vec::new();
     let mut loads = vec![("silero-vad", vad_load as f64, vad_ready)];
-    for (name, dir) in [("moonshine-base-en", "moonshine-base-en"), ("moonshine-tiny-en", "moonshine-tiny-en")] {
+    for (name, dir) in [
+        ("moonshine-base-en", "moonshine-base-en"),
+        ("moonshine-tiny-en", "moonshine-tiny-en"),
+    ] {
         let mut c = cfg.clone();
         c.asr_model = Some(models.join(dir));
         let t = Instant::now();
@@ -141,7 +164,11 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
         rtfs.push(rtf);
         rows.push(Row {
             what: format!("ASR {name}, {:.1} s of LibriVox", audio_s),
-            value: format!("RTF {rtf:.3} ({:.2} s), WER {:.1} % ({errors}/{words})", took, 100.0 * errors as f64 / words.max(1) as f64),
+            value: format!(
+                "RTF {rtf:.3} ({:.2} s), WER {:.1} % ({errors}/{words})",
+                took,
+                100.0 * errors as f64 / words.max(1) as f64
+            ),
             ratio: format!("{:.2}", rtf / rtfs[0]),
         });
     }
@@ -154,7 +181,11 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
     }
 
     let w = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
-    let v = rows.iter().map(|r| r.value.chars().count()).max().unwrap_or(0);
+    let v = rows
+        .iter()
+        .map(|r| r.value.chars().count())
+        .max()
+        .unwrap_or(0);
     println!("{:<w$}  {:<v$}  ratio", "measure", "value");
     println!("{}", "-".repeat(w + v + 9));
     for r in rows {

@@ -200,10 +200,10 @@ fn workers_present(programs: &[&Path]) -> Check {
             "worker binaries",
             Verdict::Pass,
             programs
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             "",
         )
     } else {

@@ -90,7 +90,7 @@ const OOM_SIGNATURES: &[&str] = &[
     "failed to allocate memory",
     "cudamalloc failed",
     "std::bad_alloc",
-        "memory allocation of",
+    "memory allocation of",
     "cublas_status_alloc_failed",
 ];
 
@@ -112,7 +112,9 @@ pub fn classify(o: &Observation<'_>) -> FailureClass {
     match o.code {
         Some(exit_code::CUDA_FAULT) => return FailureClass::CudaFault,
         Some(exit_code::OUT_OF_MEMORY) => return FailureClass::OutOfMemory,
-        Some(exit_code::RUNTIME | exit_code::MODEL | exit_code::PROVIDER) => return FailureClass::Load,
+        Some(exit_code::RUNTIME | exit_code::MODEL | exit_code::PROVIDER) => {
+            return FailureClass::Load
+        }
         Some(exit_code::PROTOCOL) => return FailureClass::Protocol,
         _ => {}
     }
@@ -134,7 +136,10 @@ pub fn classify(o: &Observation<'_>) -> FailureClass {
 pub fn explaining_line(stderr_tail: &str) -> Option<&str> {
     stderr_tail.lines().rev().find(|l| {
         let l = l.to_ascii_lowercase();
-        CUDA_SIGNATURES.iter().chain(OOM_SIGNATURES).any(|s| l.contains(s))
+        CUDA_SIGNATURES
+            .iter()
+            .chain(OOM_SIGNATURES)
+            .any(|s| l.contains(s))
             || l.contains("panicked at")
             || l.contains("error")
     })
@@ -150,30 +155,183 @@ mod tests {
 
     #[test]
     fn classification_table() {
-        let ort_cuda = "2026-11-28 [E:onnxruntime] CUDA failure 719: unspecified launch failure ; GPU=0";
+        let ort_cuda =
+            "2026-11-28 [E:onnxruntime] CUDA failure 719: unspecified launch failure ; GPU=0";
         let oom = "[E:onnxruntime:, bfc_arena.cc] BFCArena: Failed to allocate memory for requested buffer";
         let base = Observation::default;
         let table: Vec<(&str, Observation, FailureClass)> = vec![
-            ("reported CUDA fault, distinct exit", Observation { code: Some(70), last_report: Some(ErrorKind::CudaFault), ..base() }, FailureClass::CudaFault),
-            ("CUDA exit code alone", Observation { code: Some(70), ..base() }, FailureClass::CudaFault),
-            ("CUDA text then abort", Observation { signal: Some(SIGABRT), stderr_tail: ort_cuda, ..base() }, FailureClass::CudaFault),
-            ("CUDA text then segfault", Observation { signal: Some(SIGSEGV), stderr_tail: ort_cuda, ..base() }, FailureClass::CudaFault),
-            ("reported OOM", Observation { code: Some(71), last_report: Some(ErrorKind::OutOfMemory), ..base() }, FailureClass::OutOfMemory),
-            ("OOM exit code", Observation { code: Some(71), ..base() }, FailureClass::OutOfMemory),
-            ("arena text then abort", Observation { signal: Some(SIGABRT), stderr_tail: oom, ..base() }, FailureClass::OutOfMemory),
-            ("kernel OOM killer", Observation { signal: Some(SIGKILL), oom_killed: true, ..base() }, FailureClass::OutOfMemory),
-            ("plain segfault", Observation { signal: Some(SIGSEGV), stderr_tail: "loading\n", ..base() }, FailureClass::Crash(SIGSEGV)),
-            ("SIGKILL from outside", Observation { signal: Some(SIGKILL), ..base() }, FailureClass::Crash(SIGKILL)),
-            ("abort", Observation { signal: Some(SIGABRT), ..base() }, FailureClass::Crash(SIGABRT)),
-            ("exit 3 is a load failure", Observation { code: Some(3), ..base() }, FailureClass::Load),
-            ("exit 4 is a load failure", Observation { code: Some(4), ..base() }, FailureClass::Load),
-            ("reported load failure", Observation { code: Some(5), last_report: Some(ErrorKind::Load), ..base() }, FailureClass::Load),
-            ("exit 42", Observation { code: Some(42), ..base() }, FailureClass::Exit(42)),
-            ("exit 0 unasked", Observation { code: Some(0), ..base() }, FailureClass::Exit(0)),
-            ("protocol exit", Observation { code: Some(7), ..base() }, FailureClass::Protocol),
-            ("bad bytes seen", Observation { protocol_violation: true, signal: Some(SIGKILL), ..base() }, FailureClass::Protocol),
-            ("deadline missed beats everything", Observation { deadline_missed: true, signal: Some(SIGKILL), stderr_tail: ort_cuda, ..base() }, FailureClass::Hang),
-            ("inference error report is not a class of its own", Observation { code: Some(1), last_report: Some(ErrorKind::Inference), ..base() }, FailureClass::Exit(1)),
+            (
+                "reported CUDA fault, distinct exit",
+                Observation {
+                    code: Some(70),
+                    last_report: Some(ErrorKind::CudaFault),
+                    ..base()
+                },
+                FailureClass::CudaFault,
+            ),
+            (
+                "CUDA exit code alone",
+                Observation {
+                    code: Some(70),
+                    ..base()
+                },
+                FailureClass::CudaFault,
+            ),
+            (
+                "CUDA text then abort",
+                Observation {
+                    signal: Some(SIGABRT),
+                    stderr_tail: ort_cuda,
+                    ..base()
+                },
+                FailureClass::CudaFault,
+            ),
+            (
+                "CUDA text then segfault",
+                Observation {
+                    signal: Some(SIGSEGV),
+                    stderr_tail: ort_cuda,
+                    ..base()
+                },
+                FailureClass::CudaFault,
+            ),
+            (
+                "reported OOM",
+                Observation {
+                    code: Some(71),
+                    last_report: Some(ErrorKind::OutOfMemory),
+                    ..base()
+                },
+                FailureClass::OutOfMemory,
+            ),
+            (
+                "OOM exit code",
+                Observation {
+                    code: Some(71),
+                    ..base()
+                },
+                FailureClass::OutOfMemory,
+            ),
+            (
+                "arena text then abort",
+                Observation {
+                    signal: Some(SIGABRT),
+                    stderr_tail: oom,
+                    ..base()
+                },
+                FailureClass::OutOfMemory,
+            ),
+            (
+                "kernel OOM killer",
+                Observation {
+                    signal: Some(SIGKILL),
+                    oom_killed: true,
+                    ..base()
+                },
+                FailureClass::OutOfMemory,
+            ),
+            (
+                "plain segfault",
+                Observation {
+                    signal: Some(SIGSEGV),
+                    stderr_tail: "loading\n",
+                    ..base()
+                },
+                FailureClass::Crash(SIGSEGV),
+            ),
+            (
+                "SIGKILL from outside",
+                Observation {
+                    signal: Some(SIGKILL),
+                    ..base()
+                },
+                FailureClass::Crash(SIGKILL),
+            ),
+            (
+                "abort",
+                Observation {
+                    signal: Some(SIGABRT),
+                    ..base()
+                },
+                FailureClass::Crash(SIGABRT),
+            ),
+            (
+                "exit 3 is a load failure",
+                Observation {
+                    code: Some(3),
+                    ..base()
+                },
+                FailureClass::Load,
+            ),
+            (
+                "exit 4 is a load failure",
+                Observation {
+                    code: Some(4),
+                    ..base()
+                },
+                FailureClass::Load,
+            ),
+            (
+                "reported load failure",
+                Observation {
+                    code: Some(5),
+                    last_report: Some(ErrorKind::Load),
+                    ..base()
+                },
+                FailureClass::Load,
+            ),
+            (
+                "exit 42",
+                Observation {
+                    code: Some(42),
+                    ..base()
+                },
+                FailureClass::Exit(42),
+            ),
+            (
+                "exit 0 unasked",
+                Observation {
+                    code: Some(0),
+                    ..base()
+                },
+                FailureClass::Exit(0),
+            ),
+            (
+                "protocol exit",
+                Observation {
+                    code: Some(7),
+                    ..base()
+                },
+                FailureClass::Protocol,
+            ),
+            (
+                "bad bytes seen",
+                Observation {
+                    protocol_violation: true,
+                    signal: Some(SIGKILL),
+                    ..base()
+                },
+                FailureClass::Protocol,
+            ),
+            (
+                "deadline missed beats everything",
+                Observation {
+                    deadline_missed: true,
+                    signal: Some(SIGKILL),
+                    stderr_tail: ort_cuda,
+                    ..base()
+                },
+                FailureClass::Hang,
+            ),
+            (
+                "inference error report is not a class of its own",
+                Observation {
+                    code: Some(1),
+                    last_report: Some(ErrorKind::Inference),
+                    ..base()
+                },
+                FailureClass::Exit(1),
+            ),
         ];
         for (name, obs, want) in table {
             assert_eq!(classify(&obs), want, "{name}");
@@ -183,7 +341,10 @@ mod tests {
     #[test]
     fn explaining_line_quotes_the_signature() {
         let tail = "loading model\nsome noise\nCUDA failure 719: unspecified launch failure\nbye\n";
-        assert_eq!(explaining_line(tail), Some("CUDA failure 719: unspecified launch failure"));
+        assert_eq!(
+            explaining_line(tail),
+            Some("CUDA failure 719: unspecified launch failure")
+        );
         assert_eq!(explaining_line("all fine\n"), None);
     }
 

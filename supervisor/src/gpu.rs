@@ -820,7 +820,10 @@ mod tests {
     #[test]
     fn nvml_watch() {
         // Prints only when asked (on a GPU machine); elsewhere the other tests cover NoGpu.
-        let Some(secs) = std::env::var("SWICTATION_NVML_WATCH_S").ok().and_then(|s| s.parse::<u64>().ok()) else {
+        let Some(secs) = std::env::var("SWICTATION_NVML_WATCH_S")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
             return;
         };
         let mut p = NvmlProbe::new();

@@ -353,17 +353,31 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
             )
             .await
         }
-        Command::Soak { duration, fault_every, seed, fast, min_faults } => {
+        Command::Soak {
+            duration,
+            fault_every,
+            seed,
+            fast,
+            min_faults,
+        } => {
             let cfg = daemon::engine_config(&engine.load_config()?, true);
             let report = swictation::soak::run(
                 cfg,
-                swictation::soak::SoakArgs { duration, fault_every, seed, fast },
+                swictation::soak::SoakArgs {
+                    duration,
+                    fault_every,
+                    seed,
+                    fast,
+                },
             )
             .await?;
             println!("{}", report.table());
             let mut violations = report.violations();
             if report.fault_count() < min_faults {
-                violations.push(format!("only {} faults inflicted (wanted {min_faults})", report.fault_count()));
+                violations.push(format!(
+                    "only {} faults inflicted (wanted {min_faults})",
+                    report.fault_count()
+                ));
             }
             if violations.is_empty() {
                 println!("soak passed");
@@ -630,8 +644,13 @@ async fn transcribe(
 /// `60s`, `10m`, `1h`, `500ms` or plain seconds.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 60s, 10m, 1h"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 60s, 10m, 1h"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,

@@ -12,7 +12,6 @@ use serde::Serialize;
 use swictation_proto::{ComponentPlacement, Device, Role, SAMPLE_RATE, VAD_FRAME};
 use tokio::sync::{mpsc, watch};
 
-
 use crate::segmenter::{Segment, Segmenter, SegmenterConfig};
 use crate::worker::{worker_program, Worker, WorkerCommand};
 
@@ -87,7 +86,11 @@ impl EngineConfig {
             args.extend(["--model".into(), m.into()]);
         }
         self.common(&mut args);
-        WorkerCommand { role: Role::Vad, program: worker_program(self.workers_dir.as_deref(), Role::Vad), args }
+        WorkerCommand {
+            role: Role::Vad,
+            program: worker_program(self.workers_dir.as_deref(), Role::Vad),
+            args,
+        }
     }
 
     /// Command line of the ASR worker.
@@ -106,7 +109,11 @@ impl EngineConfig {
             args.extend(["--model".into(), m.into()]);
         }
         self.common(&mut args);
-        WorkerCommand { role: Role::Asr, program: worker_program(self.workers_dir.as_deref(), Role::Asr), args }
+        WorkerCommand {
+            role: Role::Asr,
+            program: worker_program(self.workers_dir.as_deref(), Role::Asr),
+            args,
+        }
     }
 }
 
@@ -156,7 +163,10 @@ pub fn describe_placement(p: &[ComponentPlacement]) -> String {
     if p.iter().all(|c| Some(c.device) == first) {
         return first.map(|d| d.to_string()).unwrap_or_else(|| "?".into());
     }
-    p.iter().map(|c| format!("{} {}", c.component, c.device)).collect::<Vec<_>>().join(", ")
+    p.iter()
+        .map(|c| format!("{} {}", c.component, c.device))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A transcribed segment of a recording.

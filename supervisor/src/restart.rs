@@ -40,7 +40,11 @@ pub enum Decision {
     Restart { after: Duration },
     /// Too many failures too fast: placement must choose something else (a smaller model, the
     /// CPU, a degraded mode). `after` is still the delay before the next attempt.
-    Escalate { failures: usize, window: Duration, after: Duration },
+    Escalate {
+        failures: usize,
+        window: Duration,
+        after: Duration,
+    },
 }
 
 impl Decision {
@@ -87,14 +91,25 @@ impl RestartHistory {
                 self.consecutive = 0;
             }
         }
-        let after = policy.unit.saturating_mul(fib(self.consecutive).min(u32::MAX as u64) as u32).min(policy.cap);
+        let after = policy
+            .unit
+            .saturating_mul(fib(self.consecutive).min(u32::MAX as u64) as u32)
+            .min(policy.cap);
         self.consecutive = self.consecutive.saturating_add(1);
         self.failures.push_back(now);
-        while self.failures.front().is_some_and(|t| now.saturating_sub(*t) > policy.window) {
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > policy.window)
+        {
             self.failures.pop_front();
         }
         if self.failures.len() > policy.max_failures {
-            Decision::Escalate { failures: self.failures.len(), window: policy.window, after }
+            Decision::Escalate {
+                failures: self.failures.len(),
+                window: policy.window,
+                after,
+            }
         } else {
             Decision::Restart { after }
         }
@@ -111,9 +126,16 @@ mod tests {
 
     #[test]
     fn fibonacci_delays_capped() {
-        let policy = RestartPolicy { unit: ms(100), cap: ms(800), max_failures: 100, ..Default::default() };
+        let policy = RestartPolicy {
+            unit: ms(100),
+            cap: ms(800),
+            max_failures: 100,
+            ..Default::default()
+        };
         let mut h = RestartHistory::default();
-        let delays: Vec<u64> = (0..9).map(|i| h.on_failure(ms(i * 10), &policy).delay().as_millis() as u64).collect();
+        let delays: Vec<u64> = (0..9)
+            .map(|i| h.on_failure(ms(i * 10), &policy).delay().as_millis() as u64)
+            .collect();
         assert_eq!(delays, vec![0, 100, 100, 200, 300, 500, 800, 800, 800]);
     }
 
@@ -134,7 +156,11 @@ mod tests {
 
     #[test]
     fn intensity_limit_escalates_and_the_window_slides() {
-        let policy = RestartPolicy { max_failures: 3, window: Duration::from_secs(10), ..Default::default() };
+        let policy = RestartPolicy {
+            max_failures: 3,
+            window: Duration::from_secs(10),
+            ..Default::default()
+        };
         let mut h = RestartHistory::default();
         let table = [
             (0, false),
@@ -146,13 +172,20 @@ mod tests {
         ];
         for (t, escalate) in table {
             let d = h.on_failure(ms(t), &policy);
-            assert_eq!(matches!(d, Decision::Escalate { .. }), escalate, "at {t} ms: {d:?}");
+            assert_eq!(
+                matches!(d, Decision::Escalate { .. }),
+                escalate,
+                "at {t} ms: {d:?}"
+            );
         }
     }
 
     #[test]
     fn huge_counts_saturate_instead_of_overflowing() {
-        let policy = RestartPolicy { max_failures: usize::MAX, ..Default::default() };
+        let policy = RestartPolicy {
+            max_failures: usize::MAX,
+            ..Default::default()
+        };
         let mut h = RestartHistory::default();
         for i in 0..200 {
             assert!(h.on_failure(ms(i), &policy).delay() <= policy.cap);

@@ -342,7 +342,10 @@ impl Segmenter {
                 .min(open.samples.len());
             let tail = open.samples.split_off(len);
             self.remember(&tail);
-            let speech = (open.speech_start.max(open.start), open.last_speech_end.min(end));
+            let speech = (
+                open.speech_start.max(open.start),
+                open.last_speech_end.min(end),
+            );
             out.push(self.segment(open.start, end, open.samples, false, speech));
         } else {
             // Dropped: its audio is still the most recent, so it is valid pre-roll.

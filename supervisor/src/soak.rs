@@ -154,7 +154,10 @@ impl SoakReport {
             v.push(format!("{} transcript(s) out of order", self.out_of_order));
         }
         if self.fds.1 > self.fds.0 {
-            v.push(format!("{} file descriptor(s) leaked", self.fds.1 - self.fds.0));
+            v.push(format!(
+                "{} file descriptor(s) leaked",
+                self.fds.1 - self.fds.0
+            ));
         }
         if self.zombies > 0 {
             v.push(format!("{} zombie process(es)", self.zombies));
@@ -172,9 +175,16 @@ impl SoakReport {
         let row = |t: &mut String, k: &str, v: String| {
             let _ = writeln!(t, "{k:<34} {v}");
         };
-        let faults: Vec<String> =
-            self.faults.iter().map(|((role, kind), n)| format!("{role} {kind} ×{n}")).collect();
-        row(&mut t, "faults inflicted", format!("{} ({})", self.fault_count(), faults.join(", ")));
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|((role, kind), n)| format!("{role} {kind} ×{n}"))
+            .collect();
+        row(
+            &mut t,
+            "faults inflicted",
+            format!("{} ({})", self.fault_count(), faults.join(", ")),
+        );
         row(&mut t, "segments in", self.segments_in.to_string());
         row(&mut t, "transcripts out", self.transcripts_out.to_string());
         row(&mut t, "lost", self.lost.to_string());
@@ -182,13 +192,38 @@ impl SoakReport {
         row(&mut t, "out of order", self.out_of_order.to_string());
         row(&mut t, "quarantined", self.quarantined.to_string());
         for (role, s) in [("vad", &self.vad), ("asr", &self.asr)] {
-            let by_class: Vec<String> = s.restarts.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            row(&mut t, &format!("{role} restarts by class"), if by_class.is_empty() { "none".into() } else { by_class.join(", ") });
-            row(&mut t, &format!("{role} recovery (failure → ready)"), percentiles(&s.recoveries));
-            row(&mut t, &format!("{role} restart (spawn → ready)"), percentiles(&s.startups));
+            let by_class: Vec<String> =
+                s.restarts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            row(
+                &mut t,
+                &format!("{role} restarts by class"),
+                if by_class.is_empty() {
+                    "none".into()
+                } else {
+                    by_class.join(", ")
+                },
+            );
+            row(
+                &mut t,
+                &format!("{role} recovery (failure → ready)"),
+                percentiles(&s.recoveries),
+            );
+            row(
+                &mut t,
+                &format!("{role} restart (spawn → ready)"),
+                percentiles(&s.startups),
+            );
         }
-        row(&mut t, "supervisor RSS start → end", format!("{} → {} MiB", self.rss_mb.0, self.rss_mb.1));
-        row(&mut t, "file descriptors start → end", format!("{} → {}", self.fds.0, self.fds.1));
+        row(
+            &mut t,
+            "supervisor RSS start → end",
+            format!("{} → {} MiB", self.rss_mb.0, self.rss_mb.1),
+        );
+        row(
+            &mut t,
+            "file descriptors start → end",
+            format!("{} → {}", self.fds.0, self.fds.1),
+        );
         row(&mut t, "zombies", self.zombies.to_string());
         t
     }
@@ -201,16 +236,26 @@ fn percentiles(v: &[Duration]) -> String {
     let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
     let p = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    format!("p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms (n={})", p(0.5), p(0.95), p(1.0), ms.len())
+    format!(
+        "p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms (n={})",
+        p(0.5),
+        p(0.95),
+        p(1.0),
+        ms.len()
+    )
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fn zombie_children() -> usize {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
@@ -281,7 +326,11 @@ pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport>
                     break;
                 }
                 tokio::time::sleep(wait).await;
-                let role = if rng.below(2) == 0 { Role::Vad } else { Role::Asr };
+                let role = if rng.below(2) == 0 {
+                    Role::Vad
+                } else {
+                    Role::Asr
+                };
                 let what = MENU[rng.below(MENU.len() as u64) as usize];
                 let inflicted = match what.fault() {
                     Some(f) => control.for_role(role).send(StageCommand::Inject(f)).is_ok(),
@@ -297,13 +346,17 @@ pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport>
                         } else {
                             nix::sys::signal::Signal::SIGSTOP
                         };
-                        pid.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), sig).is_ok())
+                        pid.is_some_and(|p| {
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), sig)
+                                .is_ok()
+                        })
                     }
                 };
                 if inflicted {
                     crate::log_info!("soak: {} → {role} worker", what.name());
                     if let Ok(mut f) = faults.lock() {
-                        *f.entry((role.as_str().to_string(), what.name())).or_default() += 1;
+                        *f.entry((role.as_str().to_string(), what.name()))
+                            .or_default() += 1;
                     }
                 }
             }
@@ -344,7 +397,10 @@ pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport>
         quarantined: quarantined.len() as u64,
         vad: report.vad,
         asr: report.asr,
-        rss_mb: (rss_start, crate::status::rss_mb(std::process::id()).unwrap_or(0)),
+        rss_mb: (
+            rss_start,
+            crate::status::rss_mb(std::process::id()).unwrap_or(0),
+        ),
         fds: (fds_start, open_fds()),
         zombies: zombie_children(),
     };
@@ -364,9 +420,18 @@ mod tests {
 
     #[test]
     fn schedule_is_reproducible_from_the_seed() {
-        let a: Vec<u64> = { let mut r = Rng(7); (0..5).map(|_| r.below(100)).collect() };
-        let b: Vec<u64> = { let mut r = Rng(7); (0..5).map(|_| r.below(100)).collect() };
-        let c: Vec<u64> = { let mut r = Rng(8); (0..5).map(|_| r.below(100)).collect() };
+        let a: Vec<u64> = {
+            let mut r = Rng(7);
+            (0..5).map(|_| r.below(100)).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = Rng(7);
+            (0..5).map(|_| r.below(100)).collect()
+        };
+        let c: Vec<u64> = {
+            let mut r = Rng(8);
+            (0..5).map(|_| r.below(100)).collect()
+        };
         assert_eq!(a, b);
         assert_ne!(a, c);
         let mut r = Rng(1);
@@ -375,9 +440,21 @@ mod tests {
 
     #[test]
     fn violations_name_each_broken_invariant() {
-        let ok = SoakReport { segments_in: 10, transcripts_out: 10, fds: (9, 9), ..Default::default() };
+        let ok = SoakReport {
+            segments_in: 10,
+            transcripts_out: 10,
+            fds: (9, 9),
+            ..Default::default()
+        };
         assert!(ok.violations().is_empty());
-        let bad = SoakReport { segments_in: 10, lost: 1, duplicated: 2, fds: (9, 11), zombies: 1, ..Default::default() };
+        let bad = SoakReport {
+            segments_in: 10,
+            lost: 1,
+            duplicated: 2,
+            fds: (9, 11),
+            zombies: 1,
+            ..Default::default()
+        };
         let v = bad.violations().join("; ");
         for word in ["lost", "duplicated", "leaked", "zombie"] {
             assert!(v.contains(word), "{v}");

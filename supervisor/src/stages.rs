@@ -66,7 +66,9 @@ pub fn state_dir() -> PathBuf {
     std::env::var_os("XDG_STATE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/state"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/state")
+        })
         .join("swictation")
 }
 
@@ -107,7 +109,13 @@ struct StageReceivers {
 pub fn stage_channels() -> (StageControl, StageReceiversHandle) {
     let (vad_tx, vad) = mpsc::unbounded_channel();
     let (asr_tx, asr) = mpsc::unbounded_channel();
-    (StageControl { vad: vad_tx, asr: asr_tx }, StageReceiversHandle(StageReceivers { vad, asr }))
+    (
+        StageControl {
+            vad: vad_tx,
+            asr: asr_tx,
+        },
+        StageReceiversHandle(StageReceivers { vad, asr }),
+    )
 }
 
 /// The receiving side of [`stage_channels`], handed to [`Pipeline::run`].
@@ -175,14 +183,36 @@ impl Pipeline {
             crate::log_warn!("canary clip goforward.raw not installed: readiness is proven by the handshake only (run deploy/setup.sh)");
         }
         let e = &cfg.engine;
-        let vad = Supervised::new(e.vad_command(), e.load_timeout, cfg.policy.clone(), canary.clone(), board.clone());
-        let asr = Supervised::new(e.asr_command(), e.load_timeout, cfg.policy.clone(), canary, board.clone());
-        Self { cfg, board, vad, asr, counters: Arc::new(Counters::default()) }
+        let vad = Supervised::new(
+            e.vad_command(),
+            e.load_timeout,
+            cfg.policy.clone(),
+            canary.clone(),
+            board.clone(),
+        );
+        let asr = Supervised::new(
+            e.asr_command(),
+            e.load_timeout,
+            cfg.policy.clone(),
+            canary,
+            board.clone(),
+        );
+        Self {
+            cfg,
+            board,
+            vad,
+            asr,
+            counters: Arc::new(Counters::default()),
+        }
     }
 
     /// Watch handles.
     pub fn probe(&self) -> Probe {
-        Probe { counters: self.counters.clone(), vad: self.vad.stats(), asr: self.asr.stats() }
+        Probe {
+            counters: self.counters.clone(),
+            vad: self.vad.stats(),
+            asr: self.asr.stats(),
+        }
     }
 
     /// Start both workers and wait until both are ready (or report why one is not: the pipeline
@@ -204,7 +234,13 @@ impl Pipeline {
         deliver: impl FnMut(SegmentText) + Send + 'static,
         control: Option<StageReceiversHandle>,
     ) -> Result<Report> {
-        let Pipeline { cfg, board, vad, asr, counters } = self;
+        let Pipeline {
+            cfg,
+            board,
+            vad,
+            asr,
+            counters,
+        } = self;
         let (faults_vad, faults_asr) = match control {
             Some(StageReceiversHandle(f)) => (Some(f.vad), Some(f.asr)),
             None => (None, None),
@@ -219,7 +255,15 @@ impl Pipeline {
             board.clone(),
             counters.clone(),
         ));
-        let asr_task = tokio::spawn(asr_stage(asr, seg_rx, deliver, faults_asr, board.clone(), counters.clone(), cfg));
+        let asr_task = tokio::spawn(asr_stage(
+            asr,
+            seg_rx,
+            deliver,
+            faults_asr,
+            board.clone(),
+            counters.clone(),
+            cfg,
+        ));
         let mut vad = vad_task.await.context("VAD stage panicked")?;
         let (mut asr, quarantined) = asr_task.await.context("ASR stage panicked")?;
         tokio::join!(vad.shutdown(), asr.shutdown());
@@ -316,12 +360,20 @@ async fn vad_stage(
                     set_degraded(&board, &counters, Role::Vad, false);
                 }
                 if energy {
-                    counters.energy_frames.fetch_add((n / VAD_FRAME) as u64, Ordering::Relaxed);
-                    break frames.chunks_exact(VAD_FRAME).map(energy_probability).collect::<Vec<_>>();
+                    counters
+                        .energy_frames
+                        .fetch_add((n / VAD_FRAME) as u64, Ordering::Relaxed);
+                    break frames
+                        .chunks_exact(VAD_FRAME)
+                        .map(energy_probability)
+                        .collect::<Vec<_>>();
                 }
                 if let Err(f) = sup.ensure_ready().await {
                     if matches!(f.decision, Decision::Escalate { .. }) {
-                        crate::log_error!("VAD worker keeps failing ({}): segmenting by energy until it recovers", f.class);
+                        crate::log_error!(
+                            "VAD worker keeps failing ({}): segmenting by energy until it recovers",
+                            f.class
+                        );
                         energy = true;
                         set_degraded(&board, &counters, Role::Vad, true);
                     }
@@ -332,8 +384,13 @@ async fn vad_stage(
                     // The worker is gone: the same frames go to its successor.
                     Err(CallError::Failed(_)) => continue,
                     Err(CallError::Rejected(msg)) => {
-                        crate::log_warn!("VAD worker refused frames ({msg}); scoring them by energy");
-                        break frames.chunks_exact(VAD_FRAME).map(energy_probability).collect();
+                        crate::log_warn!(
+                            "VAD worker refused frames ({msg}); scoring them by energy"
+                        );
+                        break frames
+                            .chunks_exact(VAD_FRAME)
+                            .map(energy_probability)
+                            .collect();
                     }
                 }
             };
@@ -422,7 +479,10 @@ async fn asr_stage(
         if let Err(f) = sup.ensure_ready().await {
             if matches!(f.decision, Decision::Escalate { .. }) && !degraded {
                 degraded = true;
-                crate::log_error!("ASR worker keeps failing ({}): keeping speech on disk until it recovers", f.class);
+                crate::log_error!(
+                    "ASR worker keeps failing ({}): keeping speech on disk until it recovers",
+                    f.class
+                );
                 set_degraded(&board, &counters, Role::Asr, true);
             }
             if degraded {
@@ -438,15 +498,23 @@ async fn asr_stage(
         }
         if degraded {
             degraded = false;
-            crate::log_info!("ASR worker is back: transcribing the {} waiting segments", queue.len());
+            crate::log_info!(
+                "ASR worker is back: transcribing the {} waiting segments",
+                queue.len()
+            );
             set_degraded(&board, &counters, Role::Asr, false);
         }
-        let Some((seg, attempts)) = queue.front_mut() else { continue };
+        let Some((seg, attempts)) = queue.front_mut() else {
+            continue;
+        };
         match sup.transcribe(seg.index, seg.samples.clone()).await {
             Ok(text) => {
-                let Some((seg, _)) = queue.pop_front() else { continue };
+                let Some((seg, _)) = queue.pop_front() else {
+                    continue;
+                };
                 if on_disk.remove(&seg.index) {
-                    let _ = std::fs::remove_file(cfg.pending_dir.join(format!("{:08}.wav", seg.index)));
+                    let _ =
+                        std::fs::remove_file(cfg.pending_dir.join(format!("{:08}.wav", seg.index)));
                 }
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 counters.queued.fetch_sub(1, Ordering::Relaxed);
@@ -459,7 +527,9 @@ async fn asr_stage(
                 };
                 *attempts += 1;
                 if *attempts >= 2 {
-                    let Some((seg, _)) = queue.pop_front() else { continue };
+                    let Some((seg, _)) = queue.pop_front() else {
+                        continue;
+                    };
                     counters.quarantined.fetch_add(1, Ordering::Relaxed);
                     counters.queued.fetch_sub(1, Ordering::Relaxed);
                     quarantined.push(seg.index);
@@ -467,7 +537,9 @@ async fn asr_stage(
                     crate::log_error!(
                         "segment {} failed twice ({reason}); quarantined at {}",
                         seg.index,
-                        path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|e| format!("(not written: {e:#})"))
+                        path.as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|e| format!("(not written: {e:#})"))
                     );
                     board.update(|s| s.quarantined += 1);
                 }
@@ -489,7 +561,10 @@ fn keep_pending(dir: &std::path::Path, seg: &Segment) -> Result<()> {
 /// Write a quarantined segment as WAV plus a JSON description; returns the WAV's path.
 fn quarantine(dir: &std::path::Path, seg: &Segment, reason: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let base = dir.join(format!("{stamp}-{:08}", seg.index));
     let wav = base.with_extension("wav");
     crate::audio::write_wav(&wav, &seg.samples)?;
@@ -500,7 +575,10 @@ fn quarantine(dir: &std::path::Path, seg: &Segment, reason: &str) -> Result<Path
         "reason": reason,
         "quarantined_at_unix_s": stamp,
     });
-    std::fs::write(base.with_extension("json"), serde_json::to_vec_pretty(&meta)?)?;
+    std::fs::write(
+        base.with_extension("json"),
+        serde_json::to_vec_pretty(&meta)?,
+    )?;
     Ok(wav)
 }
 
@@ -511,8 +589,12 @@ mod tests {
     #[test]
     fn energy_detector_separates_speech_from_silence() {
         let silence = vec![0.0f32; VAD_FRAME];
-        let hiss: Vec<f32> = (0..VAD_FRAME).map(|i| if i % 2 == 0 { 0.001 } else { -0.001 }).collect();
-        let speech: Vec<f32> = (0..VAD_FRAME).map(|i| 0.1 * (i as f32 * 0.2).sin()).collect();
+        let hiss: Vec<f32> = (0..VAD_FRAME)
+            .map(|i| if i % 2 == 0 { 0.001 } else { -0.001 })
+            .collect();
+        let speech: Vec<f32> = (0..VAD_FRAME)
+            .map(|i| 0.1 * (i as f32 * 0.2).sin())
+            .collect();
         assert!(energy_probability(&silence) < 0.01);
         assert!(energy_probability(&hiss) < 0.1);
         assert!(energy_probability(&speech) > 0.9);

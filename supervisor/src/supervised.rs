@@ -108,7 +108,10 @@ impl Canary {
     pub fn installed() -> Option<Self> {
         let path = swictation_proto::paths::speech_dir().join("goforward.raw");
         let bytes = std::fs::read(path).ok()?;
-        Some(Self { speech: crate::audio::from_raw_s16le(&bytes), text: "go forward ten meters".into() })
+        Some(Self {
+            speech: crate::audio::from_raw_s16le(&bytes),
+            text: "go forward ten meters".into(),
+        })
     }
 }
 
@@ -124,7 +127,10 @@ impl Board {
     pub fn new() -> Self {
         let (status, _) = watch::channel(Status::starting());
         let (events, _) = broadcast::channel(1024);
-        Self { status: Arc::new(status), events }
+        Self {
+            status: Arc::new(status),
+            events,
+        }
     }
 
     /// A receiver of status snapshots.
@@ -153,9 +159,15 @@ impl Board {
             let i = match s.workers.iter().position(|w| w.role == role.as_str()) {
                 Some(i) => i,
                 None => {
-                    s.workers.push(WorkerStatus { role: role.as_str().into(), ..WorkerStatus::default() });
+                    s.workers.push(WorkerStatus {
+                        role: role.as_str().into(),
+                        ..WorkerStatus::default()
+                    });
                     s.workers.sort_by(|a, b| b.role.cmp(&a.role));
-                    s.workers.iter().position(|w| w.role == role.as_str()).unwrap_or(0)
+                    s.workers
+                        .iter()
+                        .position(|w| w.role == role.as_str())
+                        .unwrap_or(0)
                 }
             };
             f(&mut s.workers[i]);
@@ -282,7 +294,8 @@ impl Supervised {
         let next = transition(self.state, event);
         if next != self.state {
             self.state = next;
-            self.board.update_worker(self.role, |w| w.state = next.as_str().into());
+            self.board
+                .update_worker(self.role, |w| w.state = next.as_str().into());
         }
     }
 
@@ -324,7 +337,11 @@ impl Supervised {
         }
         if let Some(at) = self.failed_at.take() {
             let took = now - at;
-            crate::log_info!("{} worker recovered in {:.0} ms (pid {pid})", self.role, took.as_secs_f64() * 1e3);
+            crate::log_info!(
+                "{} worker recovered in {:.0} ms (pid {pid})",
+                self.role,
+                took.as_secs_f64() * 1e3
+            );
             if let Ok(mut s) = self.stats.lock() {
                 s.recoveries.push(took);
             }
@@ -336,7 +353,12 @@ impl Supervised {
             w.model = h.model.clone();
             w.uptime_s = Some(0.0);
         });
-        self.board.emit(Event::WorkerReady { role: self.role.as_str().into(), pid, device, model: h.model });
+        self.board.emit(Event::WorkerReady {
+            role: self.role.as_str().into(),
+            pid,
+            device,
+            model: h.model,
+        });
         Ok(())
     }
 
@@ -372,7 +394,9 @@ impl Supervised {
             return Err(CallError::Failed(Failure {
                 class: FailureClass::Exit(-1),
                 reason: "no worker running".into(),
-                decision: Decision::Restart { after: Duration::ZERO },
+                decision: Decision::Restart {
+                    after: Duration::ZERO,
+                },
             }));
         };
         self.state = transition(self.state, WorkerEvent::RequestSent);
@@ -382,7 +406,11 @@ impl Supervised {
                 self.state = transition(self.state, WorkerEvent::Answered);
                 Ok(reply)
             }
-            Err(WorkerError::Reported { kind: ErrorKind::BadRequest | ErrorKind::Inference, message, .. }) => {
+            Err(WorkerError::Reported {
+                kind: ErrorKind::BadRequest | ErrorKind::Inference,
+                message,
+                ..
+            }) => {
                 self.state = transition(self.state, WorkerEvent::Answered);
                 Err(CallError::Rejected(message))
             }
@@ -432,10 +460,20 @@ impl Supervised {
         if let Ok(mut s) = self.stats.lock() {
             *s.restarts.entry(class.key().into()).or_default() += 1;
         }
-        crate::log_warn!("{} worker failed: {class}: {reason}; {decision:?}", self.role);
-        let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        crate::log_warn!(
+            "{} worker failed: {class}: {reason}; {decision:?}",
+            self.role
+        );
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let key = class.key().to_string();
-        let record = FailureRecord { class: class.to_string(), reason: reason.clone(), at_unix_s: at };
+        let record = FailureRecord {
+            class: class.to_string(),
+            reason: reason.clone(),
+            at_unix_s: at,
+        };
         self.board.update_worker(self.role, |w| {
             *w.restarts.entry(key).or_default() += 1;
             w.last_failure = Some(record);
@@ -447,7 +485,11 @@ impl Supervised {
             class: class.to_string(),
             reason: reason.clone(),
         });
-        Failure { class, reason, decision }
+        Failure {
+            class,
+            reason,
+            decision,
+        }
     }
 
     /// Speech probability per frame.
@@ -455,19 +497,43 @@ impl Supervised {
         let frames = samples.len() / VAD_FRAME;
         let id = self.next_id();
         let timeout = Duration::from_secs(3) + Duration::from_millis(10 * frames as u64);
-        match self.call(Request::VadFrames { id, samples }, timeout).await? {
-            Reply::VadProbs { id: got, probs, .. } if got == id && probs.len() == frames => Ok(probs),
+        match self
+            .call(Request::VadFrames { id, samples }, timeout)
+            .await?
+        {
+            Reply::VadProbs { id: got, probs, .. } if got == id && probs.len() == frames => {
+                Ok(probs)
+            }
             other => Err(self.unexpected(other).await),
         }
     }
 
     /// Transcribe one segment; the deadline scales with its length.
-    pub async fn transcribe(&mut self, segment: u64, samples: Vec<f32>) -> Result<String, CallError> {
+    pub async fn transcribe(
+        &mut self,
+        segment: u64,
+        samples: Vec<f32>,
+    ) -> Result<String, CallError> {
         let id = self.next_id();
         let seconds = samples.len() as f64 / swictation_proto::SAMPLE_RATE as f64;
         let timeout = Duration::from_secs_f64(5.0 + 2.0 * seconds);
-        match self.call(Request::Transcribe { id, segment, samples }, timeout).await? {
-            Reply::Transcript { id: got, segment: s, text, .. } if got == id && s == segment => Ok(text),
+        match self
+            .call(
+                Request::Transcribe {
+                    id,
+                    segment,
+                    samples,
+                },
+                timeout,
+            )
+            .await?
+        {
+            Reply::Transcript {
+                id: got,
+                segment: s,
+                text,
+                ..
+            } if got == id && s == segment => Ok(text),
             other => Err(self.unexpected(other).await),
         }
     }
@@ -484,7 +550,10 @@ impl Supervised {
     /// Test-only: tell the worker to misbehave.
     pub async fn inject(&mut self, fault: Fault) -> Result<(), CallError> {
         let id = self.next_id();
-        match self.call(Request::InjectFault { id, fault }, Duration::from_secs(2)).await? {
+        match self
+            .call(Request::InjectFault { id, fault }, Duration::from_secs(2))
+            .await?
+        {
             Reply::Done { .. } => Ok(()),
             other => Err(self.unexpected(other).await),
         }
@@ -533,27 +602,52 @@ impl From<WorkerError> for FailureInput {
     fn from(e: WorkerError) -> Self {
         let message = e.to_string();
         match e {
-            WorkerError::Timeout { .. } => FailureInput { message, deadline_missed: true, ..Default::default() },
-            WorkerError::Protocol { .. } => FailureInput { message, protocol: true, ..Default::default() },
-            WorkerError::Reported { kind, .. } => FailureInput { message, report: Some(kind), ..Default::default() },
-            WorkerError::Load { kind, status, .. } => {
-                FailureInput { message, report: Some(kind), status, ..Default::default() }
-            }
-            WorkerError::Died { stderr_tail, status, .. } => FailureInput {
+            WorkerError::Timeout { .. } => FailureInput {
+                message,
+                deadline_missed: true,
+                ..Default::default()
+            },
+            WorkerError::Protocol { .. } => FailureInput {
+                message,
+                protocol: true,
+                ..Default::default()
+            },
+            WorkerError::Reported { kind, .. } => FailureInput {
+                message,
+                report: Some(kind),
+                ..Default::default()
+            },
+            WorkerError::Load { kind, status, .. } => FailureInput {
+                message,
+                report: Some(kind),
+                status,
+                ..Default::default()
+            },
+            WorkerError::Died {
+                stderr_tail,
+                status,
+                ..
+            } => FailureInput {
                 message,
                 stderr_tail,
                 status,
                 oom_killed: crate::worker::oom_kill_seen(),
                 ..Default::default()
             },
-            WorkerError::Spawn { .. } => FailureInput { message, ..Default::default() },
+            WorkerError::Spawn { .. } => FailureInput {
+                message,
+                ..Default::default()
+            },
         }
     }
 }
 
 impl From<String> for FailureInput {
     fn from(message: String) -> Self {
-        FailureInput { message: format!("canary failed: {message}"), ..Default::default() }
+        FailureInput {
+            message: format!("canary failed: {message}"),
+            ..Default::default()
+        }
     }
 }
 
@@ -565,20 +659,32 @@ async fn run_canary(role: Role, worker: &mut Worker, canary: &Canary) -> Result<
             let mut samples = vec![0.0f32; silence];
             samples.extend_from_slice(&canary.speech);
             samples.resize(samples.len().div_ceil(VAD_FRAME) * VAD_FRAME, 0.0);
-            let (probs, _) = worker.vad_frames(samples).await.map_err(|e| e.to_string())?;
+            let (probs, _) = worker
+                .vad_frames(samples)
+                .await
+                .map_err(|e| e.to_string())?;
             let quiet = probs[..16].iter().cloned().fold(0.0f32, f32::max);
             let loud = probs[16..].iter().cloned().fold(0.0f32, f32::max);
             worker.vad_reset().await.map_err(|e| e.to_string())?;
             if quiet >= 0.5 || loud <= 0.5 || !quiet.is_finite() || !loud.is_finite() {
-                return Err(format!("VAD scored silence {quiet:.3} and speech {loud:.3}"));
+                return Err(format!(
+                    "VAD scored silence {quiet:.3} and speech {loud:.3}"
+                ));
             }
             Ok(())
         }
         Role::Asr => {
-            let (text, _) = worker.transcribe(u64::MAX, canary.speech.clone()).await.map_err(|e| e.to_string())?;
+            let (text, _) = worker
+                .transcribe(u64::MAX, canary.speech.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             let (errors, words) = crate::wer::word_errors(&canary.text, &text);
             if errors * 4 > words {
-                return Err(format!("expected {:?}, got {} words with {errors} errors", canary.text, text.split_whitespace().count()));
+                return Err(format!(
+                    "expected {:?}, got {} words with {errors} errors",
+                    canary.text,
+                    text.split_whitespace().count()
+                ));
             }
             Ok(())
         }

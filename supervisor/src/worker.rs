@@ -38,22 +38,44 @@ pub struct WorkerCommand {
 pub enum WorkerError {
     /// The binary could not be started.
     #[error("cannot start the {role} worker {program}: {source}. Build it (cargo build --release) or set --workers-dir")]
-    Spawn { role: Role, program: PathBuf, source: std::io::Error },
+    Spawn {
+        role: Role,
+        program: PathBuf,
+        source: std::io::Error,
+    },
     /// The worker reported that it could not load its runtime or model.
     #[error("{role} worker failed to load: {message}")]
-    Load { role: Role, kind: ErrorKind, message: String, status: Option<ExitStatus> },
+    Load {
+        role: Role,
+        kind: ErrorKind,
+        message: String,
+        status: Option<ExitStatus>,
+    },
     /// The process ended (or closed its socket) unexpectedly.
     #[error("{role} worker died ({description}){}", tail_suffix(.stderr_tail))]
-    Died { role: Role, description: String, status: Option<ExitStatus>, stderr_tail: String },
+    Died {
+        role: Role,
+        description: String,
+        status: Option<ExitStatus>,
+        stderr_tail: String,
+    },
     /// No answer within the deadline; the worker has been killed.
     #[error("{role} worker did not answer {what} within {after:?}; killed it")]
-    Timeout { role: Role, what: &'static str, after: Duration },
+    Timeout {
+        role: Role,
+        what: &'static str,
+        after: Duration,
+    },
     /// The worker sent something that is not the protocol.
     #[error("{role} worker broke the protocol: {message}")]
     Protocol { role: Role, message: String },
     /// The worker answered with an error.
     #[error("{role} worker error ({kind:?}): {message}")]
-    Reported { role: Role, kind: ErrorKind, message: String },
+    Reported {
+        role: Role,
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 fn tail_suffix(tail: &str) -> String {
@@ -61,7 +83,10 @@ fn tail_suffix(tail: &str) -> String {
     if last.is_empty() {
         String::new()
     } else {
-        format!("; last stderr: {}", last.into_iter().rev().collect::<Vec<_>>().join(" | "))
+        format!(
+            "; last stderr: {}",
+            last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )
     }
 }
 
@@ -100,7 +125,10 @@ pub fn socket_dir() -> std::io::Result<PathBuf> {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("swictation"),
         _ => std::env::temp_dir().join(format!("swictation-{}", nix::unistd::getuid())),
     };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(dir)
 }
@@ -121,13 +149,23 @@ impl Worker {
     pub async fn spawn(cmd: &WorkerCommand, load_timeout: Duration) -> Result<Self, WorkerError> {
         let role = cmd.role;
         let started = Instant::now();
-        let spawn_err = |source| WorkerError::Spawn { role, program: cmd.program.clone(), source };
+        let spawn_err = |source| WorkerError::Spawn {
+            role,
+            program: cmd.program.clone(),
+            source,
+        };
         let dir = socket_dir().map_err(spawn_err)?;
         let seq = SOCKET_SEQ.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{role}-{}-{seq}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let name = path.as_path().to_fs_name::<GenericFilePath>().map_err(spawn_err)?;
-        let listener = ListenerOptions::new().name(name).create_tokio().map_err(spawn_err)?;
+        let name = path
+            .as_path()
+            .to_fs_name::<GenericFilePath>()
+            .map_err(spawn_err)?;
+        let listener = ListenerOptions::new()
+            .name(name)
+            .create_tokio()
+            .map_err(spawn_err)?;
 
         let mut command = Command::new(&cmd.program);
         command
@@ -195,19 +233,33 @@ impl Worker {
         let hello = match first {
             Ok(Reply::Hello(h)) => h,
             Ok(Reply::Error(e)) => {
-                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.ok().and_then(|s| s.ok());
-                return Err(WorkerError::Load { role, kind: e.kind, message: e.message, status });
+                let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .ok()
+                    .and_then(|s| s.ok());
+                return Err(WorkerError::Load {
+                    role,
+                    kind: e.kind,
+                    message: e.message,
+                    status,
+                });
             }
             Ok(other) => {
                 let _ = child.start_kill();
-                return Err(WorkerError::Protocol { role, message: format!("expected a handshake, got {other:?}") });
+                return Err(WorkerError::Protocol {
+                    role,
+                    message: format!("expected a handshake, got {other:?}"),
+                });
             }
             Err(CodecError::Closed | CodecError::Truncated { .. } | CodecError::Io(_)) => {
                 return Err(died_early(role, child.wait().await, &stderr).await);
             }
             Err(e) => {
                 let _ = child.start_kill();
-                return Err(WorkerError::Protocol { role, message: e.to_string() });
+                return Err(WorkerError::Protocol {
+                    role,
+                    message: e.to_string(),
+                });
             }
         };
         if hello.protocol != PROTOCOL_VERSION || hello.role != role {
@@ -259,7 +311,11 @@ impl Worker {
 
     /// Send one request and wait for its answer, at most `timeout`. On timeout the worker is
     /// killed: a request it cannot answer in time means it is hung or its device is.
-    pub async fn call(&mut self, request: Request, timeout: Duration) -> Result<Reply, WorkerError> {
+    pub async fn call(
+        &mut self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Reply, WorkerError> {
         let role = self.role;
         let what = match &request {
             Request::Ping { .. } => "a ping",
@@ -278,15 +334,24 @@ impl Worker {
             Err(_) => {
                 let _ = self.child.start_kill();
                 let _ = self.child.wait().await;
-                Err(WorkerError::Timeout { role, what, after: timeout })
+                Err(WorkerError::Timeout {
+                    role,
+                    what,
+                    after: timeout,
+                })
             }
-            Ok(Ok(Reply::Error(e))) => {
-                Err(WorkerError::Reported { role, kind: e.kind, message: e.message })
-            }
+            Ok(Ok(Reply::Error(e))) => Err(WorkerError::Reported {
+                role,
+                kind: e.kind,
+                message: e.message,
+            }),
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(CodecError::Malformed(e))) => {
                 let _ = self.child.start_kill();
-                Err(WorkerError::Protocol { role, message: e.to_string() })
+                Err(WorkerError::Protocol {
+                    role,
+                    message: e.to_string(),
+                })
             }
             Ok(Err(_)) => {
                 let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
@@ -299,7 +364,12 @@ impl Worker {
                 };
                 // Let the stderr reader catch the last lines before they are quoted.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Err(WorkerError::Died { role, description, status, stderr_tail: self.stderr_tail() })
+                Err(WorkerError::Died {
+                    role,
+                    description,
+                    status,
+                    stderr_tail: self.stderr_tail(),
+                })
             }
         }
     }
@@ -309,10 +379,15 @@ impl Worker {
         let id = self.next_id();
         let frames = samples.len() / swictation_proto::VAD_FRAME;
         let timeout = Duration::from_secs(5) + Duration::from_millis(20 * frames as u64);
-        match self.call(Request::VadFrames { id, samples }, timeout).await? {
-            Reply::VadProbs { id: got, probs, micros } if got == id && probs.len() == frames => {
-                Ok((probs, micros))
-            }
+        match self
+            .call(Request::VadFrames { id, samples }, timeout)
+            .await?
+        {
+            Reply::VadProbs {
+                id: got,
+                probs,
+                micros,
+            } if got == id && probs.len() == frames => Ok((probs, micros)),
             other => Err(self.unexpected(other)),
         }
     }
@@ -320,28 +395,52 @@ impl Worker {
     /// Forget the VAD's stream state.
     pub async fn vad_reset(&mut self) -> Result<(), WorkerError> {
         let id = self.next_id();
-        match self.call(Request::VadReset { id }, Duration::from_secs(5)).await? {
+        match self
+            .call(Request::VadReset { id }, Duration::from_secs(5))
+            .await?
+        {
             Reply::Done { id: got } if got == id => Ok(()),
             other => Err(self.unexpected(other)),
         }
     }
 
     /// Transcribe one segment; the deadline scales with its length.
-    pub async fn transcribe(&mut self, segment: u64, samples: Vec<f32>) -> Result<(String, u64), WorkerError> {
+    pub async fn transcribe(
+        &mut self,
+        segment: u64,
+        samples: Vec<f32>,
+    ) -> Result<(String, u64), WorkerError> {
         let id = self.next_id();
         let seconds = samples.len() as f64 / swictation_proto::SAMPLE_RATE as f64;
         let timeout = Duration::from_secs_f64(10.0 + seconds * 3.0);
-        match self.call(Request::Transcribe { id, segment, samples }, timeout).await? {
-            Reply::Transcript { id: got, segment: s, text, micros, .. } if got == id && s == segment => {
-                Ok((text, micros))
-            }
+        match self
+            .call(
+                Request::Transcribe {
+                    id,
+                    segment,
+                    samples,
+                },
+                timeout,
+            )
+            .await?
+        {
+            Reply::Transcript {
+                id: got,
+                segment: s,
+                text,
+                micros,
+                ..
+            } if got == id && s == segment => Ok((text, micros)),
             other => Err(self.unexpected(other)),
         }
     }
 
     fn unexpected(&mut self, reply: Reply) -> WorkerError {
         let _ = self.child.start_kill();
-        WorkerError::Protocol { role: self.role, message: format!("unexpected reply {reply:?}") }
+        WorkerError::Protocol {
+            role: self.role,
+            message: format!("unexpected reply {reply:?}"),
+        }
     }
 
     /// Resolves when the process has exited.
@@ -385,8 +484,16 @@ async fn died_early(
 ) -> WorkerError {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let tail = stderr.lock().map(|r| r.text()).unwrap_or_default();
-    let description = status.as_ref().map(|s| describe_status(*s)).unwrap_or_else(|e| e.to_string());
-    WorkerError::Died { role, description, status: status.ok(), stderr_tail: tail }
+    let description = status
+        .as_ref()
+        .map(|s| describe_status(*s))
+        .unwrap_or_else(|e| e.to_string());
+    WorkerError::Died {
+        role,
+        description,
+        status: status.ok(),
+        stderr_tail: tail,
+    }
 }
 
 /// "exit code 4", "killed by SIGSEGV".
@@ -408,15 +515,21 @@ pub fn describe_status(status: ExitStatus) -> String {
 /// (the `oom_kill` counter of cgroup v2 `memory.events` went up).
 pub fn oom_kill_seen() -> bool {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let Some(now) = cgroup_oom_kills() else { return false };
+    let Some(now) = cgroup_oom_kills() else {
+        return false;
+    };
     LAST.swap(now, Ordering::Relaxed) < now
 }
 
 fn cgroup_oom_kills() -> Option<u64> {
     let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let events = std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", rel.trim())).ok()?;
-    events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok())
+    let events =
+        std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", rel.trim())).ok()?;
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Where the worker binaries are: `dir` if given, else beside this executable.

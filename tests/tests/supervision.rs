@@ -23,8 +23,15 @@ fn engine() -> EngineConfig {
 
 /// Run two LibriVox clips through a supervised pipeline, sending `fault` to `role` first.
 /// Returns the transcripts, the report and the final status.
-fn run_with_fault(role: Role, fault: Fault) -> (Vec<SegmentText>, Report, swictation::status::Status) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+fn run_with_fault(
+    role: Role,
+    fault: Fault,
+) -> (Vec<SegmentText>, Report, swictation::status::Status) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let state = tempfile::tempdir().unwrap();
         let mut cfg = PipelineConfig::new(engine(), SegmenterConfig::default());
@@ -34,7 +41,10 @@ fn run_with_fault(role: Role, fault: Fault) -> (Vec<SegmentText>, Report, swicta
         let mut pipeline = Pipeline::new(cfg, board.clone());
         pipeline.start().await;
         let (control, receivers) = stage_channels();
-        control.for_role(role).send(StageCommand::Inject(fault)).unwrap();
+        control
+            .for_role(role)
+            .send(StageCommand::Inject(fault))
+            .unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(1000);
         let clips = librivox();
         for (clip, _) in &clips[..2] {
@@ -62,19 +72,39 @@ fn run_with_fault(role: Role, fault: Fault) -> (Vec<SegmentText>, Report, swicta
 fn check(role: Role, fault: Fault, class_key: &str, class_text: &str) {
     let (texts, report, status) = run_with_fault(role, fault);
     // Classified, counted, explained.
-    let w = status.workers.iter().find(|w| w.role == role.as_str()).expect("worker in status");
-    assert_eq!(w.restarts.get(class_key), Some(&1), "{fault:?}: restarts {:?}", w.restarts);
+    let w = status
+        .workers
+        .iter()
+        .find(|w| w.role == role.as_str())
+        .expect("worker in status");
+    assert_eq!(
+        w.restarts.get(class_key),
+        Some(&1),
+        "{fault:?}: restarts {:?}",
+        w.restarts
+    );
     let last = w.last_failure.as_ref().expect("last failure recorded");
-    assert!(last.class.starts_with(class_text), "{fault:?}: class {:?}", last.class);
+    assert!(
+        last.class.starts_with(class_text),
+        "{fault:?}: class {:?}",
+        last.class
+    );
     // Restarted and proven ready again.
     let stats = match role {
         Role::Vad => &report.vad,
         Role::Asr => &report.asr,
     };
     assert_eq!(stats.recoveries.len(), 1, "{fault:?}: one recovery");
-    assert_eq!(stats.startups.len(), 2, "{fault:?}: started twice (initial + restart)");
+    assert_eq!(
+        stats.startups.len(),
+        2,
+        "{fault:?}: started twice (initial + restart)"
+    );
     // Nothing lost, in order, exactly once, and right.
-    assert_eq!(report.delivered, report.segments_in, "{fault:?}: {report:?}");
+    assert_eq!(
+        report.delivered, report.segments_in,
+        "{fault:?}: {report:?}"
+    );
     assert!(report.quarantined.is_empty());
     let indices: Vec<u64> = texts.iter().map(|t| t.index).collect();
     assert!(indices.windows(2).all(|p| p[0] < p[1]), "{indices:?}");
@@ -82,7 +112,10 @@ fn check(role: Role, fault: Fault, class_key: &str, class_text: &str) {
     let reference = format!("{} {}", clips[0].1, clips[1].1);
     let hyp: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
     let (errors, words) = wer::word_errors(&reference, &hyp.join(" "));
-    assert!(errors * 10 <= words, "{fault:?}: {errors}/{words} errors in {hyp:?}");
+    assert!(
+        errors * 10 <= words,
+        "{fault:?}: {errors}/{words} errors in {hyp:?}"
+    );
 }
 
 #[test]

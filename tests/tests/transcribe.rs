@@ -6,14 +6,25 @@ use swictation_e2e::*;
 
 fn transcribe(args: &[&str]) -> std::process::Output {
     let rt = tempfile::tempdir().unwrap();
-    run_with_deadline(swictation(rt.path()).arg("transcribe").args(args), Duration::from_secs(300))
+    run_with_deadline(
+        swictation(rt.path()).arg("transcribe").args(args),
+        Duration::from_secs(300),
+    )
 }
 
 #[test]
 fn librivox_and_goforward_word_error_rate_is_at_most_six_percent() {
-    let mut refs: Vec<(String, String)> =
-        librivox().into_iter().map(|(p, r)| (p.to_string_lossy().into_owned(), r)).collect();
-    refs.push((speech().join("goforward.raw").to_string_lossy().into_owned(), "go forward ten meters".into()));
+    let mut refs: Vec<(String, String)> = librivox()
+        .into_iter()
+        .map(|(p, r)| (p.to_string_lossy().into_owned(), r))
+        .collect();
+    refs.push((
+        speech()
+            .join("goforward.raw")
+            .to_string_lossy()
+            .into_owned(),
+        "go forward ten meters".into(),
+    ));
     let files: Vec<&str> = refs.iter().map(|(p, _)| p.as_str()).collect();
     let out = transcribe(&files);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -37,7 +48,11 @@ fn librivox_and_goforward_word_error_rate_is_at_most_six_percent() {
 fn json_names_segments_devices_and_models() {
     let clip = librivox()[0].0.to_string_lossy().into_owned();
     let out = transcribe(&["--json", &clip]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["file"], clip.as_str());
     assert_eq!(v["asr"]["model"], "moonshine-base-en");
@@ -49,7 +64,10 @@ fn json_names_segments_devices_and_models() {
     let mut last_end = 0.0;
     for s in segs {
         let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
-        assert!(start >= last_end && end > start, "segments out of order: {segs:?}");
+        assert!(
+            start >= last_end && end > start,
+            "segments out of order: {segs:?}"
+        );
         assert!(!s["text"].as_str().unwrap().is_empty());
         last_end = end;
     }
@@ -61,13 +79,24 @@ fn other_sample_rates_and_channel_counts_are_converted() {
     let mono = speech().join("chan3.wav");
     let stereo = speech().join("chan3.2chan.wav");
     let out = transcribe(&[mono.to_str().unwrap(), stereo.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[0].split_whitespace().count() >= 10, "11 kHz meeting speech gave {:?}", lines[0]);
+    assert!(
+        lines[0].split_whitespace().count() >= 10,
+        "11 kHz meeting speech gave {:?}",
+        lines[0]
+    );
     let (diff, n) = wer::word_errors(lines[0], lines[1]);
-    assert!((diff as f64) <= 0.1 * n as f64, "mono and stereo copies disagree: {lines:?}");
+    assert!(
+        (diff as f64) <= 0.1 * n as f64,
+        "mono and stereo copies disagree: {lines:?}"
+    );
 }
 
 #[test]
@@ -83,10 +112,17 @@ fn missing_model_names_the_path() {
 #[test]
 fn missing_onnx_runtime_names_the_path() {
     let clip = speech().join("goforward.raw");
-    let out = transcribe(&["--ort-lib", "/nonexistent/libonnxruntime.so.1.32.0", clip.to_str().unwrap()]);
+    let out = transcribe(&[
+        "--ort-lib",
+        "/nonexistent/libonnxruntime.so.1.32.0",
+        clip.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/libonnxruntime.so.1.32.0"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so.1.32.0"),
+        "{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("onnx runtime"), "{stderr}");
 }
 
@@ -110,7 +146,8 @@ fn segment_boundaries_follow_the_word_timings() {
     // The LibriVox .json files give each word's begin and duration (from forced alignment).
     for (clip, _) in librivox() {
         let words: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(clip.with_extension("json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(clip.with_extension("json")).unwrap())
+                .unwrap();
         let spans: Vec<(f64, f64)> = words["w"]
             .as_array()
             .unwrap()
@@ -126,17 +163,36 @@ fn segment_boundaries_follow_the_word_timings() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let segs = v["segments"].as_array().unwrap();
         for s in segs {
-            let (start, end) = (s["speech_start"].as_f64().unwrap(), s["speech_end"].as_f64().unwrap());
-            let near_begin = spans.iter().map(|(b, _)| (b - start).abs()).fold(f64::MAX, f64::min);
-            let near_end = spans.iter().map(|(_, e)| (e - end).abs()).fold(f64::MAX, f64::min);
-            assert!(near_begin <= 0.15, "{}: speech starts at {start:.2}, no word begins within 150 ms", clip.display());
-            assert!(near_end <= 0.15, "{}: speech ends at {end:.2}, no word ends within 150 ms", clip.display());
+            let (start, end) = (
+                s["speech_start"].as_f64().unwrap(),
+                s["speech_end"].as_f64().unwrap(),
+            );
+            let near_begin = spans
+                .iter()
+                .map(|(b, _)| (b - start).abs())
+                .fold(f64::MAX, f64::min);
+            let near_end = spans
+                .iter()
+                .map(|(_, e)| (e - end).abs())
+                .fold(f64::MAX, f64::min);
+            assert!(
+                near_begin <= 0.15,
+                "{}: speech starts at {start:.2}, no word begins within 150 ms",
+                clip.display()
+            );
+            assert!(
+                near_end <= 0.15,
+                "{}: speech ends at {end:.2}, no word ends within 150 ms",
+                clip.display()
+            );
         }
         // Every word lies inside some segment.
         for (b, e) in &spans {
             let mid = (b + e) / 2.0;
             assert!(
-                segs.iter().any(|s| s["start"].as_f64().unwrap() <= mid && mid <= s["end"].as_f64().unwrap()),
+                segs.iter()
+                    .any(|s| s["start"].as_f64().unwrap() <= mid
+                        && mid <= s["end"].as_f64().unwrap()),
                 "{}: word at {b:.2}-{e:.2} is in no segment",
                 clip.display()
             );

@@ -37,7 +37,10 @@ fn vad_worker_reports_its_provider_and_tells_speech_from_silence() {
     assert!(speech_max > 0.8, "speech scored only {speech_max}");
 
     // Not a whole number of frames: a clear error, and the worker stays usable.
-    w.send(&Request::VadFrames { id: 2, samples: vec![0.0; 100] });
+    w.send(&Request::VadFrames {
+        id: 2,
+        samples: vec![0.0; 100],
+    });
     match w.recv().unwrap() {
         Reply::Error(e) => {
             assert_eq!(e.kind, ErrorKind::BadRequest);
@@ -54,16 +57,35 @@ fn vad_worker_reports_its_provider_and_tells_speech_from_silence() {
 
 #[test]
 fn asr_worker_reports_where_each_part_runs_and_transcribes() {
-    let mut w = FakeSupervisor::start("swictation-asr-worker", &["--device", "cpu", "--threads", "2"]);
+    let mut w = FakeSupervisor::start(
+        "swictation-asr-worker",
+        &["--device", "cpu", "--threads", "2"],
+    );
     let h = hello(&mut w);
     assert_eq!(h.role, Role::Asr);
     assert_eq!(h.model, "moonshine-base-en");
-    let parts: Vec<(&str, Device)> = h.placement.iter().map(|c| (c.component.as_str(), c.device)).collect();
-    assert_eq!(parts, vec![("encoder", Device::Cpu), ("decoder", Device::Cpu)]);
+    let parts: Vec<(&str, Device)> = h
+        .placement
+        .iter()
+        .map(|c| (c.component.as_str(), c.device))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![("encoder", Device::Cpu), ("decoder", Device::Cpu)]
+    );
     let samples = read_raw(&speech().join("goforward.raw"));
-    w.send(&Request::Transcribe { id: 5, segment: 0, samples });
+    w.send(&Request::Transcribe {
+        id: 5,
+        segment: 0,
+        samples,
+    });
     match w.recv().unwrap() {
-        Reply::Transcript { id: 5, segment: 0, text, .. } => {
+        Reply::Transcript {
+            id: 5,
+            segment: 0,
+            text,
+            ..
+        } => {
             let (errors, _) = wer::word_errors("go forward ten meters", &text);
             assert_eq!(errors, 0, "transcript {text:?}");
         }
@@ -101,14 +123,20 @@ fn oversized_frame_closes_the_connection_and_the_worker_exits_cleanly() {
         Err(codec::CodecError::Closed) => {}
         Err(e) => panic!("{e}"),
     }
-    assert_eq!(w.wait_exit(Duration::from_secs(5)), Some(exit_code::PROTOCOL));
+    assert_eq!(
+        w.wait_exit(Duration::from_secs(5)),
+        Some(exit_code::PROTOCOL)
+    );
 }
 
 #[test]
 fn fault_injection_is_refused_unless_enabled() {
     let mut w = FakeSupervisor::start("swictation-vad-worker", &[]);
     hello(&mut w);
-    w.send(&Request::InjectFault { id: 1, fault: swictation_e2e::proto::Fault::Abort });
+    w.send(&Request::InjectFault {
+        id: 1,
+        fault: swictation_e2e::proto::Fault::Abort,
+    });
     match w.recv().unwrap() {
         Reply::Error(e) => assert!(e.message.contains("--allow-faults"), "{}", e.message),
         other => panic!("{other:?}"),
@@ -119,11 +147,18 @@ fn fault_injection_is_refused_unless_enabled() {
 
 #[test]
 fn missing_model_is_reported_over_the_socket_naming_the_path() {
-    let mut w = FakeSupervisor::start("swictation-vad-worker", &["--model", "/nonexistent/silero_vad.onnx"]);
+    let mut w = FakeSupervisor::start(
+        "swictation-vad-worker",
+        &["--model", "/nonexistent/silero_vad.onnx"],
+    );
     match w.recv().unwrap() {
         Reply::Error(e) => {
             assert_eq!(e.kind, ErrorKind::Load);
-            assert!(e.message.contains("/nonexistent/silero_vad.onnx"), "{}", e.message);
+            assert!(
+                e.message.contains("/nonexistent/silero_vad.onnx"),
+                "{}",
+                e.message
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -135,7 +170,11 @@ fn cuda_request_without_a_cuda_runtime_fails_loudly_instead_of_running_on_cpu() 
     let mut w = FakeSupervisor::start("swictation-vad-worker", &["--device", "cuda:0"]);
     match w.recv().unwrap() {
         Reply::Error(e) => assert!(e.message.contains("cuda:0"), "{}", e.message),
-        Reply::Hello(h) => assert_eq!(h.placement[0].device, Device::Cuda(0), "asked for CUDA, got {h:?}"),
+        Reply::Hello(h) => assert_eq!(
+            h.placement[0].device,
+            Device::Cuda(0),
+            "asked for CUDA, got {h:?}"
+        ),
         other => panic!("{other:?}"),
     }
 }

@@ -34,10 +34,17 @@ impl Silero {
         if !["input", "state", "sr"].iter().all(|n| names.contains(n)) {
             return Err(ModelError::Load {
                 path: path.to_path_buf(),
-                reason: format!("expected inputs input, state, sr (Silero VAD v6), found {names:?}"),
+                reason: format!(
+                    "expected inputs input, state, sr (Silero VAD v6), found {names:?}"
+                ),
             });
         }
-        Ok(Self { session, device, input: vec![0.0; CONTEXT + VAD_FRAME], state: vec![0.0; STATE] })
+        Ok(Self {
+            session,
+            device,
+            input: vec![0.0; CONTEXT + VAD_FRAME],
+            state: vec![0.0; STATE],
+        })
     }
 
     /// Where the model runs.
@@ -54,7 +61,10 @@ impl Silero {
     /// Speech probability of one frame of [`VAD_FRAME`] samples.
     pub fn frame(&mut self, frame: &[f32]) -> Result<f32, String> {
         if frame.len() != VAD_FRAME {
-            return Err(format!("a VAD frame is {VAD_FRAME} samples, got {}", frame.len()));
+            return Err(format!(
+                "a VAD frame is {VAD_FRAME} samples, got {}",
+                frame.len()
+            ));
         }
         // input = [last 64 samples of the previous frame | this frame]
         self.input.copy_within(VAD_FRAME.., 0);
@@ -68,11 +78,18 @@ impl Silero {
                 "sr" => TensorRef::from_array_view(((), &sr[..])).map_err(|e| e.to_string())?,
             })
             .map_err(|e| e.to_string())?;
-        let (_, prob) = outputs["output"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let (_, prob) = outputs["output"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
         let prob = *prob.first().ok_or("Silero returned an empty output")?;
-        let (_, state) = outputs["stateN"].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let (_, state) = outputs["stateN"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
         if state.len() != STATE {
-            return Err(format!("Silero returned a state of {} values, expected {STATE}", state.len()));
+            return Err(format!(
+                "Silero returned a state of {} values, expected {STATE}",
+                state.len()
+            ));
         }
         self.state.copy_from_slice(state);
         Ok(prob)
@@ -80,12 +97,15 @@ impl Silero {
 
     /// Speech probability of each consecutive frame of `samples` (a multiple of [`VAD_FRAME`]).
     pub fn frames(&mut self, samples: &[f32]) -> Result<Vec<f32>, String> {
-        if samples.len() % VAD_FRAME != 0 {
+        if !samples.len().is_multiple_of(VAD_FRAME) {
             return Err(format!(
                 "VAD input must be a multiple of {VAD_FRAME} samples, got {}",
                 samples.len()
             ));
         }
-        samples.chunks_exact(VAD_FRAME).map(|f| self.frame(f)).collect()
+        samples
+            .chunks_exact(VAD_FRAME)
+            .map(|f| self.frame(f))
+            .collect()
     }
 }

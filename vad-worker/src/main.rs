@@ -37,8 +37,14 @@ impl Handler for Vad {
             Request::VadFrames { id, samples } => {
                 let t = Instant::now();
                 match self.0.frames(&samples) {
-                    Ok(probs) => Reply::VadProbs { id, probs, micros: t.elapsed().as_micros() as u64 },
-                    Err(e) if e.starts_with("VAD input must be") => error(Some(id), ErrorKind::BadRequest, e),
+                    Ok(probs) => Reply::VadProbs {
+                        id,
+                        probs,
+                        micros: t.elapsed().as_micros() as u64,
+                    },
+                    Err(e) if e.starts_with("VAD input must be") => {
+                        error(Some(id), ErrorKind::BadRequest, e)
+                    }
                     Err(e) => inference_error(id, e),
                 }
             }
@@ -46,17 +52,20 @@ impl Handler for Vad {
                 self.0.reset();
                 Reply::Done { id }
             }
-            other => error(other.id(), ErrorKind::BadRequest, "the VAD worker does not transcribe".into()),
+            other => error(
+                other.id(),
+                ErrorKind::BadRequest,
+                "the VAD worker does not transcribe".into(),
+            ),
         }
     }
 }
 
 fn main() {
     let args = Args::parse();
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(|| swictation_worker_kit::data_dir().join("models/silero-vad/silero_vad.onnx"));
+    let model = args.model.clone().unwrap_or_else(|| {
+        swictation_worker_kit::data_dir().join("models/silero-vad/silero_vad.onnx")
+    });
     if let Some(raw) = &args.bench {
         std::process::exit(match bench(&args, &model, raw) {
             Ok(()) => 0,
@@ -69,7 +78,10 @@ fn main() {
     swictation_worker_kit::worker_main(Role::Vad, &args.common, |rt| {
         let silero = Silero::load(rt, &model, args.device)?;
         Ok(Loaded {
-            placement: vec![ComponentPlacement { component: "vad".into(), device: silero.device() }],
+            placement: vec![ComponentPlacement {
+                component: "vad".into(),
+                device: silero.device(),
+            }],
             handler: Box::new(Vad(silero)),
             model: MODEL_NAME.into(),
         })
@@ -83,18 +95,32 @@ fn bench(args: &Args, model: &std::path::Path, raw: &std::path::Path) -> anyhow:
     let mut silero = Silero::load(&rt, model, args.device)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let bytes = std::fs::read(raw)?;
-    let audio: Vec<f32> = bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
-    anyhow::ensure!(audio.len() >= swictation_proto::VAD_FRAME, "{} is too short", raw.display());
+    let audio: Vec<f32> = bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+        .collect();
+    anyhow::ensure!(
+        audio.len() >= swictation_proto::VAD_FRAME,
+        "{} is too short",
+        raw.display()
+    );
     let frames: Vec<&[f32]> = audio.chunks_exact(swictation_proto::VAD_FRAME).collect();
     let mut times = Vec::with_capacity(args.bench_frames);
     for i in 0..args.bench_frames {
         let t = Instant::now();
-        silero.frame(frames[i % frames.len()]).map_err(anyhow::Error::msg)?;
+        silero
+            .frame(frames[i % frames.len()])
+            .map_err(anyhow::Error::msg)?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
     times.sort_by(f64::total_cmp);
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    let p = |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+    let p = |q: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     println!(
         "{{\"frames\":{},\"mean_us\":{mean:.2},\"p50_us\":{:.2},\"p95_us\":{:.2},\"load_ms\":{load_ms:.1},\"device\":\"{}\"}}",
         times.len(), p(0.5), p(0.95), silero.device()

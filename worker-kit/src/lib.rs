@@ -64,22 +64,30 @@ pub struct LoadFailure {
 
 impl From<RuntimeError> for LoadFailure {
     fn from(e: RuntimeError) -> Self {
-        LoadFailure { code: exit_code::RUNTIME, message: e.to_string() }
+        LoadFailure {
+            code: exit_code::RUNTIME,
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<ModelError> for LoadFailure {
     fn from(e: ModelError) -> Self {
         let code = match &e {
-            ModelError::Provider { reason, .. } | ModelError::Load { reason, .. } => match classify_message(reason) {
-                ErrorKind::CudaFault => exit_code::CUDA_FAULT,
-                ErrorKind::OutOfMemory => exit_code::OUT_OF_MEMORY,
-                _ if matches!(e, ModelError::Provider { .. }) => exit_code::PROVIDER,
-                _ => exit_code::MODEL,
-            },
+            ModelError::Provider { reason, .. } | ModelError::Load { reason, .. } => {
+                match classify_message(reason) {
+                    ErrorKind::CudaFault => exit_code::CUDA_FAULT,
+                    ErrorKind::OutOfMemory => exit_code::OUT_OF_MEMORY,
+                    _ if matches!(e, ModelError::Provider { .. }) => exit_code::PROVIDER,
+                    _ => exit_code::MODEL,
+                }
+            }
             _ => exit_code::MODEL,
         };
-        LoadFailure { code, message: e.to_string() }
+        LoadFailure {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -93,7 +101,9 @@ pub fn worker_main(
 ) -> ! {
     let started = Instant::now();
     let Some(socket) = args.connect.as_ref() else {
-        eprintln!("swictation-{role}-worker: --connect PATH is required (the supervisor starts workers)");
+        eprintln!(
+            "swictation-{role}-worker: --connect PATH is required (the supervisor starts workers)"
+        );
         std::process::exit(exit_code::USAGE);
     };
     if let Some(mib) = args.memory_limit_mb {
@@ -104,7 +114,10 @@ pub fn worker_main(
     let stream = match serve::connect(socket) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("swictation-{role}-worker: cannot connect to {}: {e}", socket.display());
+            eprintln!(
+                "swictation-{role}-worker: cannot connect to {}: {e}",
+                socket.display()
+            );
             std::process::exit(exit_code::CONNECT);
         }
     };

@@ -28,7 +28,11 @@ pub enum ModelError {
     Missing(PathBuf),
     /// The requested execution provider could not be registered.
     #[error("cannot run {path} on {device}: {reason}")]
-    Provider { path: PathBuf, device: Device, reason: String },
+    Provider {
+        path: PathBuf,
+        device: Device,
+        reason: String,
+    },
     /// ONNX Runtime refused the file (corrupt, truncated, wrong format).
     #[error("cannot load model {path}: {reason}. The file may be corrupt: run deploy/setup.sh to re-verify it")]
     Load { path: PathBuf, reason: String },
@@ -47,7 +51,10 @@ impl Runtime {
         if !lib.is_file() {
             return Err(RuntimeError::Missing(lib.to_path_buf()));
         }
-        let load_err = |reason: String| RuntimeError::Load { path: lib.to_path_buf(), reason };
+        let load_err = |reason: String| RuntimeError::Load {
+            path: lib.to_path_buf(),
+            reason,
+        };
         let builder = ort::init_from(lib).map_err(|e| load_err(e.to_string()))?;
         let env = builder
             .with_name("swictation")
@@ -61,7 +68,11 @@ impl Runtime {
             .and_then(|n| n.to_str())
             .and_then(|n| n.split_once(".so.").map(|(_, v)| v.to_string()))
             .unwrap_or_else(|| "1.31+".to_string());
-        Ok(Self { env, version, threads: threads.max(1) })
+        Ok(Self {
+            env,
+            version,
+            threads: threads.max(1),
+        })
     }
 
     /// The library's version, e.g. `1.32.0`.
@@ -74,7 +85,10 @@ impl Runtime {
         if !path.is_file() {
             return Err(ModelError::Missing(path.to_path_buf()));
         }
-        let load = |reason: String| ModelError::Load { path: path.to_path_buf(), reason };
+        let load = |reason: String| ModelError::Load {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut builder = Session::builder(&self.env)
             .map_err(|e| load(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -88,16 +102,22 @@ impl Runtime {
                 .with_device_id(n as i32)
                 .build()
                 .error_on_failure();
-            builder = builder.with_execution_providers([ep]).map_err(|e| ModelError::Provider {
-                path: path.to_path_buf(),
-                device,
-                reason: e.to_string(),
-            })?;
+            builder = builder
+                .with_execution_providers([ep])
+                .map_err(|e| ModelError::Provider {
+                    path: path.to_path_buf(),
+                    device,
+                    reason: e.to_string(),
+                })?;
         }
         builder.commit_from_file(path).map_err(|e| {
             let reason = e.to_string();
             if device != Device::Cpu && classify_message(&reason) != ErrorKind::Inference {
-                ModelError::Provider { path: path.to_path_buf(), device, reason }
+                ModelError::Provider {
+                    path: path.to_path_buf(),
+                    device,
+                    reason,
+                }
             } else {
                 load(reason)
             }
@@ -145,11 +165,26 @@ mod tests {
     #[test]
     fn messages_are_classified() {
         let table = [
-            ("CUDA failure 719: unspecified launch failure ; GPU=0", ErrorKind::CudaFault),
-            ("CUDA error cudaErrorIllegalAddress:an illegal memory access was encountered", ErrorKind::CudaFault),
-            ("Failed to allocate memory for requested buffer of size 123", ErrorKind::OutOfMemory),
-            ("CUDA error cudaErrorMemoryAllocation:out of memory", ErrorKind::OutOfMemory),
-            ("Got invalid dimensions for input: input for the following indices", ErrorKind::Inference),
+            (
+                "CUDA failure 719: unspecified launch failure ; GPU=0",
+                ErrorKind::CudaFault,
+            ),
+            (
+                "CUDA error cudaErrorIllegalAddress:an illegal memory access was encountered",
+                ErrorKind::CudaFault,
+            ),
+            (
+                "Failed to allocate memory for requested buffer of size 123",
+                ErrorKind::OutOfMemory,
+            ),
+            (
+                "CUDA error cudaErrorMemoryAllocation:out of memory",
+                ErrorKind::OutOfMemory,
+            ),
+            (
+                "Got invalid dimensions for input: input for the following indices",
+                ErrorKind::Inference,
+            ),
         ];
         for (msg, want) in table {
             assert_eq!(classify_message(msg), want, "{msg}");
@@ -158,7 +193,9 @@ mod tests {
 
     #[test]
     fn missing_library_names_the_path() {
-        let err = Runtime::load(Path::new("/nonexistent/libonnxruntime.so"), 1).err().unwrap();
+        let err = Runtime::load(Path::new("/nonexistent/libonnxruntime.so"), 1)
+            .err()
+            .unwrap();
         let text = err.to_string();
         assert!(text.contains("/nonexistent/libonnxruntime.so"), "{text}");
         assert!(text.contains("deploy/setup.sh"), "{text}");

@@ -34,7 +34,12 @@ pub fn connect(socket: &Path) -> std::io::Result<Stream> {
 }
 
 /// Run the loop on an established connection. `allow_faults` enables [`Request::InjectFault`].
-pub fn serve(stream: Stream, hello: Hello, allow_faults: bool, handler: &mut dyn Handler) -> Outcome {
+pub fn serve(
+    stream: Stream,
+    hello: Hello,
+    allow_faults: bool,
+    handler: &mut dyn Handler,
+) -> Outcome {
     let mut reader = BufReader::new(&stream);
     let mut writer = BufWriter::new(&stream);
     if codec::write_frame(&mut writer, &Reply::Hello(hello)).is_err() {
@@ -61,7 +66,10 @@ pub fn serve(stream: Stream, hello: Hello, allow_faults: bool, handler: &mut dyn
                 let _ = codec::write_frame(&mut writer, &Reply::Bye);
                 return Outcome::Clean;
             }
-            Request::InjectFault { fault: Fault::Garbage, .. } if allow_faults => {
+            Request::InjectFault {
+                fault: Fault::Garbage,
+                ..
+            } if allow_faults => {
                 use std::io::Write;
                 let _ = writer.write_all(&[0x05, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff]);
                 let _ = writer.flush();
@@ -76,16 +84,26 @@ pub fn serve(stream: Stream, hello: Hello, allow_faults: bool, handler: &mut dyn
             other => handler.handle(other),
         };
         let exit = match &reply {
-            Reply::Error(WorkerError { kind: ErrorKind::CudaFault, .. }) => Some(exit_code::CUDA_FAULT),
-            Reply::Error(WorkerError { kind: ErrorKind::OutOfMemory, .. }) => {
-                Some(exit_code::OUT_OF_MEMORY)
-            }
+            Reply::Error(WorkerError {
+                kind: ErrorKind::CudaFault,
+                ..
+            }) => Some(exit_code::CUDA_FAULT),
+            Reply::Error(WorkerError {
+                kind: ErrorKind::OutOfMemory,
+                ..
+            }) => Some(exit_code::OUT_OF_MEMORY),
             _ => None,
         };
         if let Err(e) = codec::write_frame(&mut writer, &reply) {
             // A reply that cannot be encoded (too large) is reported rather than dropped.
-            let fallback = error(reply_id(&reply), ErrorKind::Protocol, format!("reply not sent: {e}"));
-            if matches!(e, CodecError::TooLarge { .. }) && codec::write_frame(&mut writer, &fallback).is_ok() {
+            let fallback = error(
+                reply_id(&reply),
+                ErrorKind::Protocol,
+                format!("reply not sent: {e}"),
+            );
+            if matches!(e, CodecError::TooLarge { .. })
+                && codec::write_frame(&mut writer, &fallback).is_ok()
+            {
                 continue;
             }
             return Outcome::Clean;
