@@ -148,7 +148,7 @@ mod tests {
         }
         h.on_ready(ms(10));
         // Failed again after 59 s: still counting.
-        assert_eq!(h.on_failure(ms(59_010), &policy).delay(), ms(500));
+        assert_eq!(h.on_failure(ms(59_010), &policy).delay(), ms(300));
         h.on_ready(ms(60_000));
         // Failed after a stable minute: back to an immediate restart.
         assert_eq!(h.on_failure(ms(120_001), &policy).delay(), ms(0));
