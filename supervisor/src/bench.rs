@@ -5,14 +5,27 @@
 //! - ASR real-time factor (processing time / audio time) of base-en and tiny-en on the LibriVox
 //!   clips, each clip as one segment, with the word error rate.
 //! - Model load times (reported by the worker) and spawn-to-ready times.
+//! - Audio capture through the real cpal/ALSA path (`--capture-s`, default 60 s): the longest
+//!   data callback against the callback period, and samples dropped. The input is ALSA's `file`
+//!   plugin over the `null` device reading a FIFO this process feeds at real-time pace (see
+//!   `deploy/asoundrc.capture`); ALSA reads its configuration once per process, so capture runs
+//!   in a child process (`swictation bench --capture-child`) whose environment points ALSA at a
+//!   private temp dir. Nothing outside that dir is touched.
 
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use swictation_proto::{Role, VAD_FRAME};
 
 use crate::audio;
+use crate::capture::{self, CaptureConfig, CaptureEvent, CaptureStats};
 use crate::pipeline::EngineConfig;
 use crate::wer;
 use crate::worker::{worker_program, Worker};
@@ -46,8 +59,20 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
     (mean, p95)
 }
 
-/// Run every measurement and print the table.
-pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> Result<()> {
+/// Run every measurement and print the table. `capture_s` seconds of paced input time the
+/// capture path (0 skips it).
+pub async fn run(
+    cfg: &EngineConfig,
+    clips: Option<PathBuf>,
+    frames: usize,
+    capture_s: f64,
+) -> Result<()> {
+    if !(capture_s.is_finite() && capture_s >= 0.0) {
+        bail!("--capture-s must be a number of seconds, 0 or more (got {capture_s})");
+    }
+    if frames == 0 {
+        bail!("--frames must be at least 1");
+    }
     let speech = swictation_proto::paths::speech_dir();
     let clips_dir = clips.unwrap_or_else(|| speech.join("librivox"));
     let clips = librivox_clips(&clips_dir)?;
@@ -180,7 +205,23 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
         });
     }
 
-    let w = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
+    // 4. Audio capture, last and alone, so that nothing else runs while it is timed.
+    if capture_s > 0.0 {
+        let speech: Vec<i16> = audio_raw
+            .iter()
+            .map(|&s| (s.clamp(-1.0, 1.0) * 32_767.0).round() as i16)
+            .collect();
+        let measured = tokio::task::spawn_blocking(move || measure_capture(capture_s, &speech))
+            .await
+            .context("the capture measurement panicked")?;
+        rows.extend(capture_rows(measured));
+    }
+
+    let w = rows
+        .iter()
+        .map(|r| r.what.chars().count())
+        .max()
+        .unwrap_or(0);
     let v = rows
         .iter()
         .map(|r| r.value.chars().count())
@@ -192,5 +233,449 @@ pub async fn run(cfg: &EngineConfig, clips: Option<PathBuf>, frames: usize) -> R
         println!("{:<w$}  {:<v$}  {}", r.what, r.value, r.ratio);
     }
     println!("\nratios: VAD rows vs in-process; ASR rows vs base-en RTF; load rows vs Silero spawn→ready");
+    if capture_s > 0.0 {
+        println!(
+            "capture rows: longest callback / callback period; samples dropped / samples captured"
+        );
+    }
+    Ok(())
+}
+
+/// Samples (16 kHz) per FIFO write while probing for the file plugin's period: one sample,
+/// which the plugin pads to a whole period.
+const PROBE: [u8; 2] = [0, 0];
+
+/// How long the capture device may take to open in the child.
+const OPEN_WAIT: Duration = Duration::from_secs(20);
+
+/// Failed opens in the child before the measurement gives up (capture itself retries forever).
+const OPEN_ATTEMPTS: usize = 3;
+
+/// How long the reader may leave a written period unread before the feed counts as stalled.
+const READ_WAIT: Duration = Duration::from_secs(3);
+
+/// What one capture measurement found.
+#[derive(Debug, Clone)]
+struct CaptureMeasurement {
+    /// Counters over the whole run (probe included).
+    stats: CaptureStats,
+    /// The stream's native rate and channel count.
+    rate: u32,
+    channels: u16,
+    /// Seconds of paced input written to the FIFO.
+    fed_s: f64,
+    /// 16 kHz samples the child received from capture.
+    captured: u64,
+}
+
+/// The table rows for a capture measurement, or one row saying why there is none.
+fn capture_rows(measured: Result<CaptureMeasurement, String>) -> Vec<Row> {
+    let m = match measured {
+        Ok(m) => m,
+        Err(why) => {
+            return vec![Row {
+                what: "capture".into(),
+                value: format!("not measured: {why}"),
+                ratio: "-".into(),
+            }]
+        }
+    };
+    let s = &m.stats;
+    let frames_per_callback = s.frames_in as f64 / s.callbacks.max(1) as f64;
+    let period_ms = frames_per_callback / f64::from(m.rate.max(1)) * 1e3;
+    let longest_ms = s.max_callback_ns as f64 / 1e6;
+    let samples_in = s.frames_in.saturating_mul(u64::from(m.channels)).max(1);
+    let mut overruns = format!("{} samples dropped", s.overruns);
+    if s.errors > 0 {
+        overruns.push_str(&format!(
+            ", {} stream errors (last: {})",
+            s.errors,
+            s.last_error.as_deref().unwrap_or("?")
+        ));
+    } else {
+        overruns.push_str(", 0 stream errors");
+    }
+    vec![
+        Row {
+            what: format!(
+                "capture: longest callback ({} callbacks, {} Hz {} ch)",
+                s.callbacks, m.rate, m.channels
+            ),
+            value: format!("{longest_ms:.3} ms (period {period_ms:.2} ms)"),
+            ratio: format!("{:.4}", longest_ms / period_ms),
+        },
+        Row {
+            what: format!("capture: overruns over {:.0} s", m.fed_s),
+            value: format!(
+                "{overruns}; {:.1} s captured",
+                m.captured as f64 / f64::from(audio::RATE)
+            ),
+            ratio: format!("{:.4}", s.overruns as f64 / samples_in as f64),
+        },
+    ]
+}
+
+/// A private directory under the system temp dir, removed on drop.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn new() -> std::io::Result<PrivateDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("swictation-bench-{}-{nanos:x}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(PrivateDir(path))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The capture child process: its stdin (closing it ends capture), its JSON lines, and the
+/// tail of its stderr.
+struct CaptureChild {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<serde_json::Value>,
+    stderr: Arc<std::sync::Mutex<String>>,
+    /// The latest stats line's counters.
+    stats: serde_json::Value,
+}
+
+impl CaptureChild {
+    fn spawn(dir: &Path, fifo: &Path) -> std::result::Result<CaptureChild, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let mut child = Command::new(&exe)
+            .args(["bench", "--capture-child"])
+            .env("XDG_CONFIG_HOME", dir)
+            .env("CAPTURE_RAW", fifo)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {} for capture: {e}", exe.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("no stdout from the capture child")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let keep = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                if let Ok(mut k) = keep.lock() {
+                    *k = text;
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(CaptureChild {
+            child,
+            stdin,
+            lines,
+            stderr,
+            stats: serde_json::json!({}),
+        })
+    }
+
+    /// The next line, within `timeout`; a stats line also updates `self.stats`.
+    fn next(&mut self, timeout: Duration) -> std::result::Result<serde_json::Value, String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(v) => {
+                if v["event"] == "stats" {
+                    self.stats = v["stats"].clone();
+                }
+                Ok(v)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+                "the capture child said nothing for {:.0} s",
+                timeout.as_secs_f64()
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stderr reader finishes once the child has exited.
+                let _ = self.child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                let stderr = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                let last = stderr
+                    .lines()
+                    .last()
+                    .unwrap_or("no output")
+                    .trim()
+                    .to_owned();
+                Err(format!("the capture child ended early: {last}"))
+            }
+        }
+    }
+
+    fn count(&self, key: &str) -> u64 {
+        self.stats[key].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for CaptureChild {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bytes waiting in a FIFO (0 if it cannot be asked).
+fn queued(fifo: &File) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`.
+    let rc = unsafe { nix::libc::ioctl(fifo.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    if rc != 0 {
+        return 0;
+    }
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Writes `bytes` once the reader has taken everything written before (the file plugin fills
+/// exactly one period per read, so each read must find exactly one write).
+fn write_when_read(fifo: &mut File, bytes: &[u8]) -> std::result::Result<(), String> {
+    let start = Instant::now();
+    while queued(fifo) > 0 {
+        if start.elapsed() > READ_WAIT {
+            return Err(format!(
+                "capture stopped reading its input for {:.0} s",
+                READ_WAIT.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    fifo.write_all(bytes)
+        .map_err(|e| format!("writing the capture FIFO: {e}"))
+}
+
+/// Times `seconds` of capture of `speech` (looped) through cpal and ALSA's file plugin.
+fn measure_capture(
+    seconds: f64,
+    speech: &[i16],
+) -> std::result::Result<CaptureMeasurement, String> {
+    let dir = PrivateDir::new().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    let alsa = dir.0.join("alsa");
+    std::fs::create_dir_all(&alsa)
+        .and_then(|()| {
+            std::fs::write(
+                alsa.join("asoundrc"),
+                include_str!("../../deploy/asoundrc.capture"),
+            )
+        })
+        .map_err(|e| format!("cannot write the ALSA configuration: {e}"))?;
+    let fifo_path = dir.0.join("mic.raw");
+    nix::unistd::mkfifo(
+        &fifo_path,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .map_err(|e| format!("cannot create a FIFO: {e}"))?;
+    // Read-write: opening never blocks, and writes never fail while capture reopens it.
+    let mut fifo = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo_path)
+        .map_err(|e| format!("cannot open the FIFO: {e}"))?;
+    let mut child = CaptureChild::spawn(&dir.0, &fifo_path)?;
+
+    // The device opens (or says why not).
+    let deadline = Instant::now() + OPEN_WAIT;
+    let mut failures = Vec::new();
+    let opened = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "ALSA's file capture did not open within {:.0} s{}",
+                OPEN_WAIT.as_secs_f64(),
+                failures
+                    .last()
+                    .map(|f| format!(": {f}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let v = child.next(left)?;
+        match v["event"].as_str() {
+            Some("opened") => break v,
+            Some("error") => {
+                failures.push(v["message"].as_str().unwrap_or("?").to_owned());
+                if failures.len() >= OPEN_ATTEMPTS {
+                    return Err(format!(
+                        "ALSA's file capture is not usable: {}",
+                        failures[0]
+                    ));
+                }
+            }
+            _ => {}
+        }
+    };
+    let rate = opened["rate"].as_u64().unwrap_or(0);
+    let channels = opened["channels"].as_u64().unwrap_or(0);
+    if rate == 0 || channels == 0 {
+        return Err(format!("the capture child reported {opened}"));
+    }
+
+    // The file plugin's period in 16 kHz samples: probes (each padded to a period) until a
+    // callback arrives.
+    let mut probes = 0;
+    while child.count("callbacks") == 0 {
+        if probes == 20 {
+            return Err(format!("no capture callback after {probes} probe writes"));
+        }
+        write_when_read(&mut fifo, &PROBE)?;
+        probes += 1;
+        let wait = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < wait && child.count("callbacks") == 0 {
+            child.next(Duration::from_secs(5))?;
+        }
+    }
+    let (frames_in, callbacks) = (child.count("frames_in"), child.count("callbacks"));
+    // Native frames per callback, scaled to 16 kHz: must be a whole number of samples.
+    let scaled = frames_in * u64::from(audio::RATE) / callbacks;
+    let period = scaled / rate;
+    if period == 0 || !scaled.is_multiple_of(rate) || period > u64::from(audio::RATE) {
+        return Err(format!(
+            "unexpected capture period: {frames_in} frames in {callbacks} callbacks at {rate} Hz"
+        ));
+    }
+    let period = period as usize;
+
+    // Real-time feed: one period per write, each due at its real-time instant.
+    let silence = [0i16; 1];
+    let source = if speech.is_empty() {
+        &silence[..]
+    } else {
+        speech
+    };
+    let total = (seconds * f64::from(audio::RATE)).round() as usize;
+    let mut bytes = Vec::with_capacity(period * 2);
+    let t0 = Instant::now();
+    let mut written = 0usize;
+    let mut pos = 0usize;
+    while written < total {
+        let due = t0 + Duration::from_secs_f64(written as f64 / f64::from(audio::RATE));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        bytes.clear();
+        for _ in 0..period {
+            bytes.extend_from_slice(&source[pos % source.len()].to_le_bytes());
+            pos += 1;
+        }
+        write_when_read(&mut fifo, &bytes)?;
+        written += period;
+        // Keep the child's lines flowing (its stdout pipe must not fill up).
+        while let Ok(v) = child.lines.try_recv() {
+            if v["event"] == "stats" {
+                child.stats = v["stats"].clone();
+            }
+        }
+    }
+    let fed_s = written as f64 / f64::from(audio::RATE);
+    // Let the last period be read, then end capture and take the final counters.
+    let _ = write_when_read(&mut fifo, &[]);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(child.stdin.take());
+    let done = loop {
+        let v = child.next(Duration::from_secs(10))?;
+        if v["event"] == "done" {
+            break v;
+        }
+    };
+    let stats: CaptureStats = serde_json::from_value(done["stats"].clone())
+        .map_err(|e| format!("the capture child's counters: {e}"))?;
+    Ok(CaptureMeasurement {
+        stats,
+        rate: rate as u32,
+        channels: channels as u16,
+        fed_s,
+        captured: done["samples"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The capture side of the capture measurement, run by [`run`] as `swictation bench
+/// --capture-child` with ALSA pointed at its FIFO: captures from the default input until
+/// standard input closes, printing one JSON line per event (audio only counted) and the
+/// counters every 20 ms, then `{"event":"done",...}` with the final counters.
+pub async fn capture_child() -> Result<()> {
+    tokio::task::spawn_blocking(capture_child_blocking)
+        .await
+        .context("the capture child panicked")?
+}
+
+fn capture_child_blocking() -> Result<()> {
+    let emit = |v: serde_json::Value| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handle = capture::start(CaptureConfig::default(), tx).context("starting capture")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_reader = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        // Anything on stdin is ignored; its end is the signal to stop.
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().lock().read_to_end(&mut sink);
+        stop_reader.store(true, Ordering::SeqCst);
+    });
+    let mut samples = 0u64;
+    let record = |ev: CaptureEvent, samples: &mut u64| match ev {
+        CaptureEvent::Audio(a) => *samples += a.len() as u64,
+        CaptureEvent::Opened {
+            device,
+            rate,
+            channels,
+            format,
+        } => emit(
+            serde_json::json!({"event": "opened", "device": device, "rate": rate,
+            "channels": channels, "format": format}),
+        ),
+        CaptureEvent::Error(message) => {
+            emit(serde_json::json!({"event": "error", "message": message}))
+        }
+    };
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        while let Ok(ev) = rx.try_recv() {
+            record(ev, &mut samples);
+        }
+        if last_stats.elapsed() >= Duration::from_millis(20) {
+            last_stats = Instant::now();
+            emit(
+                serde_json::json!({"event": "stats", "samples": samples, "stats": handle.stats()}),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = handle.stats();
+    handle.stop();
+    while let Some(ev) = rx.blocking_recv() {
+        record(ev, &mut samples);
+    }
+    emit(serde_json::json!({"event": "done", "samples": samples, "stats": stats}));
     Ok(())
 }

@@ -151,7 +151,7 @@ pub enum CaptureError {
 /// Counters the audio callback updates without locking (atomics), readable any time.
 ///
 /// All counters are cumulative over every stream the capture has opened.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CaptureStats {
     /// Data callbacks received.
     pub callbacks: u64,
@@ -159,8 +159,10 @@ pub struct CaptureStats {
     pub frames_in: u64,
     /// Samples dropped because the ring was full (the capture thread fell behind).
     pub overruns: u64,
-    /// Longest data callback, in microseconds.
+    /// Longest data callback, in microseconds (rounded up, so any callback counts).
     pub max_callback_us: u64,
+    /// Longest data callback, in nanoseconds.
+    pub max_callback_ns: u64,
     /// Errors seen: cpal stream errors (including xruns), stalls, failed opens.
     pub errors: u64,
     /// The most recent error, if any.
@@ -448,7 +450,8 @@ struct Shared {
     callbacks: AtomicU64,
     frames_in: AtomicU64,
     overruns: AtomicU64,
-    max_callback_us: AtomicU64,
+    /// Longest data callback, in nanoseconds.
+    max_callback_ns: AtomicU64,
     errors: AtomicU64,
     /// Touched only when an error happens, never by the data callback.
     last_error: Mutex<Option<String>>,
@@ -465,11 +468,13 @@ impl Shared {
     }
 
     fn snapshot(&self) -> CaptureStats {
+        let max_callback_ns = self.max_callback_ns.load(Ordering::Relaxed);
         CaptureStats {
             callbacks: self.callbacks.load(Ordering::Relaxed),
             frames_in: self.frames_in.load(Ordering::Relaxed),
             overruns: self.overruns.load(Ordering::Relaxed),
-            max_callback_us: self.max_callback_us.load(Ordering::Relaxed),
+            max_callback_us: max_callback_ns.div_ceil(1_000),
+            max_callback_ns,
             errors: self.errors.load(Ordering::Relaxed),
             last_error: self
                 .last_error
@@ -539,8 +544,8 @@ fn data_callback<T: CaptureSample>(
         if dropped > 0 {
             shared.overruns.fetch_add(dropped as u64, Ordering::Relaxed);
         }
-        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        shared.max_callback_us.fetch_max(us, Ordering::Relaxed);
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        shared.max_callback_ns.fetch_max(ns, Ordering::Relaxed);
     }
 }
 
@@ -1390,6 +1395,9 @@ mod tests {
             (1, 7, 10)
         );
         assert_eq!(signals.frames.load(Ordering::Relaxed), 7);
+        // The callback timed itself: some nanoseconds, rounded up to a whole microsecond.
+        assert!(stats.max_callback_ns > 0, "{stats:?}");
+        assert_eq!(stats.max_callback_us, stats.max_callback_ns.div_ceil(1_000));
     }
 
     /// An `InputCallbackInfo` for calling a data callback directly.

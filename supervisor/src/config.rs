@@ -244,21 +244,50 @@ impl Default for OutputConfig {
     }
 }
 
-/// `[gpu]`: GPU memory use thresholds, in percent of the card's memory.
+/// How workers are placed on devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementMode {
+    /// Walk the ladders (`gpu.asr_ladder`, `gpu.vad_ladder`) by NVML readings and failures.
+    Auto,
+    /// Run where `[vad] device` and `[asr]` say, falling back to the CPU only when that fails.
+    Fixed,
+}
+
+/// `[gpu]`: where workers run, and the GPU memory thresholds that move them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GpuConfig {
+    /// `auto` or `fixed`. Default `auto`.
+    pub placement: PlacementMode,
+    /// ASR rungs, best first (`"encoder=cuda decoder=cpu model=base context=10"`). Default: empty,
+    /// meaning the ladder derived from `[asr] model` and `context_s`.
+    pub asr_ladder: Vec<String>,
+    /// VAD devices, best first. Default `"cuda, cpu"`.
+    pub vad_ladder: String,
+    /// Free memory kept beyond a worker's need when placing it on a GPU, MB. Default 300.
+    pub margin_mb: u64,
+    /// Extra free memory needed to step back up, MB. Default 500.
+    pub hysteresis_mb: u64,
+    /// How long that room must last before stepping up, seconds. Default 30.
+    pub promote_after_s: f64,
     /// Above this, log a warning. Default 80.
     pub warning_pct: f32,
-    /// Above this, stop placing new work on the GPU. Default 87.5.
+    /// Above this, stop placing new work on the GPU and move the VAD off it. Default 87.5.
     pub critical_pct: f32,
-    /// Above this, move workers to the CPU. Default 95.
+    /// Above this, hold ASR requests and step ASR down. Default 95.
     pub emergency_pct: f32,
 }
 
 impl Default for GpuConfig {
     fn default() -> Self {
         Self {
+            placement: PlacementMode::Auto,
+            asr_ladder: Vec::new(),
+            vad_ladder: "cuda, cpu".to_owned(),
+            margin_mb: 300,
+            hysteresis_mb: 500,
+            promote_after_s: 30.0,
             warning_pct: 80.0,
             critical_pct: 87.5,
             emergency_pct: 95.0,
@@ -402,7 +431,7 @@ pub const SCHEMA: &[SectionDoc] = &[
         name: "vad",
         doc: "Voice activity detection (Silero) and speech segmentation.",
         keys: &[
-            key("device", "Where the VAD runs: \"cpu\", \"cuda\" or \"cuda:N\". The model is tiny; the CPU is usually best."),
+            key("device", "With gpu.placement = \"fixed\": where the VAD runs, \"cpu\", \"cuda\" or \"cuda:N\"."),
             opt("model", "Silero VAD model file. Unset: the installed silero-vad/silero_vad.onnx.", "\"/path/to/silero_vad.onnx\""),
             key("start_threshold", "A frame with speech probability at or above this (0..1) starts speech."),
             key("stop_threshold", "While in speech, a frame below this counts as silence. At most start_threshold."),
@@ -418,10 +447,10 @@ pub const SCHEMA: &[SectionDoc] = &[
         doc: "Speech recognition (Moonshine).",
         keys: &[
             key("model", "\"base\", \"tiny\", or a directory with encoder_model.ort, decoder_model_merged.ort and tokenizer.bin."),
-            key("encoder_device", "Where the encoder runs: \"cpu\", \"cuda\" or \"cuda:N\"."),
-            key("decoder_device", "Where the decoder runs: \"cpu\", \"cuda\" or \"cuda:N\"."),
+            key("encoder_device", "With gpu.placement = \"fixed\": where the encoder runs, \"cpu\", \"cuda\" or \"cuda:N\"."),
+            key("decoder_device", "With gpu.placement = \"fixed\": where the decoder runs, \"cpu\", \"cuda\" or \"cuda:N\"."),
             key("threads", "CPU threads for the model."),
-            key("context_s", "Seconds of preceding context kept for recognition."),
+            key("context_s", "Longest audio window recognised at once, seconds; longer segments are split into overlapping windows (0: never split)."),
         ],
     },
     SectionDoc {
@@ -444,11 +473,17 @@ pub const SCHEMA: &[SectionDoc] = &[
     },
     SectionDoc {
         name: "gpu",
-        doc: "GPU memory use thresholds, percent of the card's memory: warning < critical < emergency.",
+        doc: "Where the workers run, and the GPU memory thresholds (percent of the card's memory) that move them.",
         keys: &[
+            key("placement", "\"auto\": walk the ladders below by NVML readings and failures (no GPU: everything on the CPU). \"fixed\": run where [vad] device and [asr] encoder_device/decoder_device say, stepping to the CPU only if that fails."),
+            key("asr_ladder", "ASR rungs, best first, each \"encoder=cuda decoder=cpu model=base context=10\" (device=X sets both; devices cpu, cuda, cuda:N).\nEmpty: derived from [asr] model and context_s: GPU encoder at context_s, 5 and 3 s, then the CPU, then the CPU with tiny."),
+            key("vad_ladder", "VAD devices, best first. The VAD is the first thing moved off a GPU under pressure."),
+            key("margin_mb", "Free memory kept beyond a worker's need when placing it on a GPU, MB."),
+            key("hysteresis_mb", "Extra free memory, beyond need and margin, needed to step back up, MB."),
+            key("promote_after_s", "How long that room must last before stepping back up, seconds (doubled per failure at the upper rung)."),
             key("warning_pct", "Above this, log a warning."),
-            key("critical_pct", "Above this, place no new work on the GPU."),
-            key("emergency_pct", "Above this, move workers to the CPU."),
+            key("critical_pct", "Above this, move the VAD off the GPU and place nothing new there."),
+            key("emergency_pct", "Above this, hold new ASR requests (never dropped) and step ASR down a rung."),
         ],
     },
     SectionDoc {
@@ -769,6 +804,18 @@ impl Config {
                 g.emergency_pct,
                 format!("must be above gpu.critical_pct ({})", g.critical_pct),
             ));
+        }
+
+        check("gpu.margin_mb", g.margin_mb, 0, 1_000_000)?;
+        check("gpu.hysteresis_mb", g.hysteresis_mb, 0, 1_000_000)?;
+        check("gpu.promote_after_s", g.promote_after_s, 0.0, 86_400.0)?;
+        if let Err(e) = crate::placement::PlacementConfig::from_config(self) {
+            let (key, value) = if !e.contains("vad") {
+                ("gpu.asr_ladder", format!("{:?}", g.asr_ladder))
+            } else {
+                ("gpu.vad_ladder", format!("{:?}", g.vad_ladder))
+            };
+            return Err(invalid(key, value, e));
         }
 
         let s = &self.supervision;

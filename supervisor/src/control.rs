@@ -610,13 +610,34 @@ pub async fn request(cmd: &Value) -> Result<Value, ControlError> {
 pub async fn request_at(path: &Path, cmd: &Value) -> Result<Value, ControlError> {
     let stream = connect(path).await?;
     let (rd, mut wr) = stream.into_split();
-    write_json(&mut wr, &with_version(cmd))
-        .await
-        .map_err(|source| ControlError::Io {
+    let mut rd = BufReader::new(rd);
+    if let Err(source) = write_json(&mut wr, &with_version(cmd)).await {
+        return Err(write_failed(&mut rd, path, source).await);
+    }
+    read_response(&mut rd, path).await
+}
+
+/// How long a client whose request could not be written still waits for the daemon's answer.
+/// The write failed because the daemon closed the connection, so whatever it said is already
+/// here: this only bounds the wait.
+const ANSWER_AFTER_WRITE_ERROR: Duration = Duration::from_secs(1);
+
+/// The error for a request that could not be written. The daemon refuses a peer (another
+/// user) by writing one error line and closing without reading the request; a client still
+/// writing then gets "Broken pipe" (or "Connection reset"), but the daemon's line is waiting
+/// in its receive queue, and it says why far better: return that when it is there.
+async fn write_failed<R: AsyncBufRead + Unpin>(
+    rd: &mut R,
+    path: &Path,
+    source: io::Error,
+) -> ControlError {
+    match tokio::time::timeout(ANSWER_AFTER_WRITE_ERROR, read_response(rd, path)).await {
+        Ok(Err(answer @ ControlError::Daemon(_))) => answer,
+        _ => ControlError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-    read_response(&mut BufReader::new(rd), path).await
+        },
+    }
 }
 
 /// Subscribes at the default socket and calls `on_event` with each event (a JSON object with
@@ -636,13 +657,15 @@ pub async fn subscribe_at(
         path: path.to_path_buf(),
         source,
     };
-    write_json(
+    let mut rd = BufReader::new(rd);
+    if let Err(source) = write_json(
         &mut wr,
         &json!({ "v": PROTOCOL_VERSION, "cmd": "subscribe" }),
     )
     .await
-    .map_err(io_err)?;
-    let mut rd = BufReader::new(rd);
+    {
+        return Err(write_failed(&mut rd, path, source).await);
+    }
     read_response(&mut rd, path).await?;
     let mut buf = Vec::new();
     loop {
@@ -979,6 +1002,52 @@ mod tests {
         );
         let e = subscribe_at(&path, |_| {}).await.unwrap_err();
         assert!(matches!(e, ControlError::NotRunning { .. }));
+    }
+
+    /// A server that answers like the daemon refusing a peer: one error line, then close
+    /// without reading anything.
+    fn refusing_server(path: &Path, connections: usize) -> std::thread::JoinHandle<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..connections {
+                let (mut s, _) = listener.accept().unwrap();
+                let line = error_response(
+                    "permission denied: uid 4242 may not control the daemon of uid 0",
+                );
+                writeln!(s, "{line}").unwrap();
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_reported_even_when_the_request_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swictation/control.sock");
+        let server = refusing_server(&path, 2);
+        // Far larger than the socket buffer: the write cannot complete before the server
+        // closes, so it always fails (EPIPE or ECONNRESET) with the refusal already received.
+        let big = json!({"cmd": "status", "pad": "x".repeat(4 << 20)});
+        let e = request_at(&path, &big).await.unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Daemon(m) if m.starts_with("permission denied: uid 4242")),
+            "{e:?}"
+        );
+        // A small request (written before or after the close, whichever comes first) too.
+        let e = subscribe_at(&path, |_| {}).await.unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Daemon(m) if m.contains("uid 4242 may not control")),
+            "{e:?}"
+        );
+        server.join().unwrap();
+        // With no answer at all, the write error itself is reported.
+        let path2 = dir.path().join("silent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path2).unwrap();
+        let silent = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let e = request_at(&path2, &big).await.unwrap_err();
+        silent.join().unwrap();
+        assert!(matches!(&e, ControlError::Io { .. }), "{e:?}");
     }
 
     const OTHER_UID_SOCK: &str = "SWICTATION_TEST_OTHER_UID_SOCK";

@@ -35,6 +35,8 @@ use crate::control::{Command, ControlCommand, ControlListener};
 use crate::notify::Notifier;
 use crate::output::{Output, Session};
 use crate::pipeline::{EngineConfig, SegmentText};
+use crate::placement::PlacementConfig;
+use crate::placer::Placer;
 use crate::stages::{self, Pipeline, PipelineConfig, Probe, StageCommand, StageControl};
 use crate::status::{self, DaemonState, Event, LatencyTrackers};
 use crate::supervised::Board;
@@ -56,9 +58,6 @@ const CLOSING_SILENCE: Duration = Duration::from_millis(1500);
 
 /// How long sample positions are remembered for latency measurement.
 const TIMELINE_SPAN: Duration = Duration::from_secs(600);
-
-/// Why `gpu` is null in the status document, until placement lands.
-pub const GPU_UNAVAILABLE: &str = "no NVML yet";
 
 /// Where the audio comes from.
 #[derive(Debug, Clone)]
@@ -111,6 +110,9 @@ pub struct Options {
     pub notifier: Notifier,
     /// Let workers honour fault-injection requests (tests only).
     pub allow_faults: bool,
+    /// Take GPU readings from this timeline file instead of NVML (tests only; GPU placements
+    /// then run on the CPU, and status says so).
+    pub gpu_script: Option<PathBuf>,
 }
 
 /// The engine (worker command lines) a configuration describes.
@@ -129,6 +131,8 @@ pub fn engine_config(cfg: &Config, allow_faults: bool) -> EngineConfig {
         load_timeout: Duration::from_secs(60),
         memory_limit_mb: None,
         context_s: cfg.asr.context_s,
+        tiny_model: Some(models.join("moonshine-tiny-en")),
+        simulate_gpu: false,
     }
 }
 
@@ -427,8 +431,6 @@ impl Daemon {
             s.audio.level_dbfs = level;
             s.audio.overruns = overruns + dropped;
             s.queue_depth = queued;
-            s.gpu = None;
-            s.gpu_unavailable = Some(GPU_UNAVAILABLE.into());
             s.latency.asr_segment_ms_p50 = latency.asr_segment_ms_p50;
             s.latency.asr_segment_ms_p95 = latency.asr_segment_ms_p95;
             s.latency.speech_end_to_text_ms_p50 = latency.speech_end_to_text_ms_p50;
@@ -436,7 +438,7 @@ impl Daemon {
             for w in &mut s.workers {
                 w.rss_mb = w.pid.and_then(status::rss_mb);
                 w.uptime_s = w.pid.and_then(process_uptime);
-                if w.role == Role::Asr.as_str() {
+                if w.role == Role::Asr.as_str() && w.context_s.is_none() {
                     w.context_s = Some(context_s);
                 }
             }
@@ -677,11 +679,16 @@ pub async fn run(opts: Options) -> Result<()> {
         socket,
         notifier,
         allow_faults,
+        gpu_script,
     } = opts;
     let started = Instant::now();
 
     // Everything that can be refused is checked before anything starts.
     let output = Output::open(&config.output, &Session::from_env())?;
+    let placement =
+        PlacementConfig::from_config(&config).map_err(|e| anyhow::anyhow!("[gpu]: {e}"))?;
+    let gpu_probe =
+        crate::gpu::probe_from_options(gpu_script.as_deref()).context("reading the GPU script")?;
     let file_audio = match &input {
         Input::Files { paths, .. } => {
             let mut samples = Vec::new();
@@ -766,7 +773,10 @@ pub async fn run(opts: Options) -> Result<()> {
     };
 
     // The pipeline: start the workers, then run; the loop hears of readiness through `ready`.
-    let mut pipeline = Pipeline::new(pipeline_config(&config, allow_faults), board.clone());
+    let mut pcfg = pipeline_config(&config, allow_faults);
+    pcfg.engine.simulate_gpu = gpu_script.is_some();
+    let placer = Placer::new(gpu_probe, placement, pcfg.engine.clone(), board.clone());
+    let mut pipeline = Pipeline::new(pcfg, board.clone()).with_placer(placer);
     let probe = pipeline.probe();
     let (stage, stage_rx) = stages::stage_channels();
     let (text_tx, mut text_rx) = mpsc::unbounded_channel::<(SegmentText, Instant)>();

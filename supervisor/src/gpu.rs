@@ -406,6 +406,11 @@ pub struct ScriptedProbe {
     clock: Box<dyn Fn() -> Duration + Send>,
     /// Entries up to (not including) this index have had their Xid errors delivered.
     delivered: usize,
+    /// The file's modification time and length when last parsed: a test rewrites the file (write
+    /// then rename) to change the readings while the daemon runs.
+    stamp: Option<(std::time::SystemTime, u64, u64)>,
+    /// Why the last rewrite was not taken, reported until the file is fixed.
+    reload_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -601,12 +606,50 @@ impl ScriptedProbe {
             entries,
             clock,
             delivered: 0,
+            stamp: file_stamp(path),
+            reload_error: None,
         })
     }
+
+    /// Take a rewritten file: its lines replace the timeline (times still count from the
+    /// probe's start; Xid errors of lines already passed are not delivered again).
+    fn reload(&mut self) {
+        let stamp = file_stamp(&self.path);
+        if stamp.is_none() || stamp == self.stamp {
+            return;
+        }
+        self.stamp = stamp;
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.reload_error = Some(format!("{}: {e}", self.path.display()));
+                return;
+            }
+        };
+        let clock: Box<dyn Fn() -> Duration + Send> = Box::new(|| Duration::ZERO);
+        match Self::parse(&self.path, &text, clock) {
+            Ok(fresh) => {
+                let now = (self.clock)();
+                // The rewrite's current line is new: its Xid errors are delivered (once); the
+                // lines before it are history.
+                self.delivered = fresh.entries.iter().rposition(|e| e.at <= now).unwrap_or(0);
+                self.entries = fresh.entries;
+                self.reload_error = None;
+            }
+            Err(e) => self.reload_error = Some(format!("rewritten GPU script ignored: {e}")),
+        }
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 impl GpuProbe for ScriptedProbe {
     fn read(&mut self) -> Availability {
+        self.reload();
         let now = (self.clock)();
         // Entries [0, upto) have started.
         let upto = self.entries.partition_point(|e| e.at <= now);
@@ -628,6 +671,9 @@ impl GpuProbe for ScriptedProbe {
                 }
             }
             r.xid_errors = xids;
+            if let Some(e) = &self.reload_error {
+                r.notes.push(e.clone());
+            }
         }
         self.delivered = self.delivered.max(upto);
         what

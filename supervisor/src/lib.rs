@@ -15,6 +15,7 @@ pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod placement;
+pub mod placer;
 pub mod restart;
 pub mod segmenter;
 pub mod soak;

@@ -96,6 +96,10 @@ struct DaemonArgs {
     /// File transcripts are appended to (implies --output file unless --output is given).
     #[arg(long, value_name = "PATH")]
     output_file: Option<PathBuf>,
+    /// Test option: take GPU readings from this JSON-lines timeline instead of NVML; GPU
+    /// placements then run on the CPU (status says so). The file may be rewritten while running.
+    #[arg(long, value_name = "FILE", hide = true)]
+    gpu_script: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -128,7 +132,7 @@ enum Command {
         daemon: DaemonArgs,
     },
     /// Measure per-frame VAD time in-process vs. through the worker socket, ASR real-time
-    /// factors and model load times, and print a table.
+    /// factors, model load times and audio-capture callback times, and print a table.
     Bench {
         /// Directory with the LibriVox clips (default: the installed speech data).
         #[arg(long, value_name = "DIR")]
@@ -136,6 +140,14 @@ enum Command {
         /// VAD frames to time each way.
         #[arg(long, default_value_t = 2000)]
         frames: usize,
+        /// Seconds of real-time input to time audio capture with (through cpal and ALSA's file
+        /// plugin, fed from a FIFO); 0 skips the capture rows.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+        capture_s: f64,
+        /// Internal: the capture side of the capture measurement, which bench runs in a child
+        /// process with ALSA pointed at its FIFO.
+        #[arg(long, hide = true)]
+        capture_child: bool,
     },
     /// Loop real speech through the supervised pipeline while injecting faults into random
     /// workers and killing/freezing them from outside; print what survived and exit non-zero on
@@ -231,6 +243,18 @@ impl EngineArgs {
         r.models_dir = self.models.clone().or(r.models_dir.take());
         if let Some(m) = &self.model {
             cfg.asr.model = m.clone();
+        }
+        // Naming a device on the command line pins the workers there (CPU if that fails).
+        if [
+            self.vad_device,
+            self.asr_device,
+            self.encoder_device,
+            self.decoder_device,
+        ]
+        .iter()
+        .any(Option::is_some)
+        {
+            cfg.gpu.placement = swictation::config::PlacementMode::Fixed;
         }
         if let Some(d) = self.vad_device {
             cfg.vad.device = d;
@@ -345,11 +369,20 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
         Command::Daemon { daemon } => {
             serve(engine, &daemon, Input::Capture { device: None }, notifier).await
         }
-        Command::Bench { clips, frames } => {
+        Command::Bench {
+            clips,
+            frames,
+            capture_s,
+            capture_child,
+        } => {
+            if capture_child {
+                return bench::capture_child().await;
+            }
             bench::run(
                 &daemon::engine_config(&engine.load_config()?, engine.allow_faults),
                 clips,
                 frames,
+                capture_s,
             )
             .await
         }
@@ -465,6 +498,7 @@ async fn serve(
         socket: control::socket_path(),
         notifier,
         allow_faults: engine.allow_faults,
+        gpu_script: args.gpu_script.clone(),
     })
     .await
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use swictation_proto::{ComponentPlacement, Device, Role, SAMPLE_RATE, VAD_FRAME};
 use tokio::sync::{mpsc, watch};
 
+use crate::placement::{ModelSize, Placement};
 use crate::segmenter::{Segment, Segmenter, SegmenterConfig};
 use crate::worker::{worker_program, Worker, WorkerCommand};
 
@@ -45,6 +46,12 @@ pub struct EngineConfig {
     pub memory_limit_mb: Option<u64>,
     /// Longest window the ASR worker transcribes at once, seconds (0 = no windowing).
     pub context_s: f32,
+    /// Moonshine tiny-en directory, for placements that step down to it (default: the installed
+    /// one).
+    pub tiny_model: Option<PathBuf>,
+    /// GPU readings are scripted (a test option): placements on a GPU are carried out on the CPU,
+    /// so the policy can be exercised end to end on a machine without one. Status says so.
+    pub simulate_gpu: bool,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +69,8 @@ impl Default for EngineConfig {
             load_timeout: Duration::from_secs(60),
             memory_limit_mb: None,
             context_s: 10.0,
+            tiny_model: None,
+            simulate_gpu: false,
         }
     }
 }
@@ -79,9 +88,24 @@ impl EngineConfig {
         }
     }
 
-    /// Command line of the VAD worker.
+    /// The device a worker is really started on: `d`, or the CPU when GPU placements are
+    /// simulated.
+    fn real(&self, d: Device) -> Device {
+        if self.simulate_gpu {
+            Device::Cpu
+        } else {
+            d
+        }
+    }
+
+    /// Command line of the VAD worker on the configured device.
     pub fn vad_command(&self) -> WorkerCommand {
-        let mut args: Vec<OsString> = vec!["--device".into(), self.vad_device.to_string().into()];
+        self.vad_command_at(self.vad_device)
+    }
+
+    /// Command line of the VAD worker on `device`.
+    pub fn vad_command_at(&self, device: Device) -> WorkerCommand {
+        let mut args: Vec<OsString> = vec!["--device".into(), self.real(device).to_string().into()];
         if let Some(m) = &self.vad_model {
             args.extend(["--model".into(), m.into()]);
         }
@@ -93,19 +117,46 @@ impl EngineConfig {
         }
     }
 
-    /// Command line of the ASR worker.
+    /// Command line of the ASR worker on the configured devices.
     pub fn asr_command(&self) -> WorkerCommand {
+        self.asr_command_with(
+            self.asr_encoder,
+            self.asr_decoder,
+            self.asr_model.clone(),
+            self.context_s,
+        )
+    }
+
+    /// Command line of the ASR worker at placement `p` (base is the configured model, tiny the
+    /// installed tiny-en).
+    pub fn asr_command_at(&self, p: &Placement) -> WorkerCommand {
+        let model = match p.model {
+            ModelSize::Base => self.asr_model.clone(),
+            ModelSize::Tiny => Some(self.tiny_model.clone().unwrap_or_else(|| {
+                swictation_proto::paths::models_dir().join("moonshine-tiny-en")
+            })),
+        };
+        self.asr_command_with(p.encoder, p.decoder, model, p.context_s)
+    }
+
+    fn asr_command_with(
+        &self,
+        encoder: Device,
+        decoder: Device,
+        model: Option<PathBuf>,
+        context_s: f32,
+    ) -> WorkerCommand {
         let mut args: Vec<OsString> = vec![
             "--encoder-device".into(),
-            self.asr_encoder.to_string().into(),
+            self.real(encoder).to_string().into(),
             "--decoder-device".into(),
-            self.asr_decoder.to_string().into(),
+            self.real(decoder).to_string().into(),
             "--threads".into(),
             self.asr_threads.to_string().into(),
             "--context-s".into(),
-            self.context_s.to_string().into(),
+            context_s.to_string().into(),
         ];
-        if let Some(m) = &self.asr_model {
+        if let Some(m) = &model {
             args.extend(["--model".into(), m.into()]);
         }
         self.common(&mut args);

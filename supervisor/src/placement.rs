@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use swictation_proto::{Device, Role};
 
-use crate::config::GpuConfig;
+use crate::config::{Config, GpuConfig, PlacementMode};
 use crate::failure::FailureClass;
 use crate::gpu::{Availability, DeviceReading};
 
@@ -368,32 +368,78 @@ impl Default for Ladder {
     /// decoder on the CPU (the base-en merged decoder faults on CUDA, gpu-machine.md). VAD: cuda →
     /// cpu.
     fn default() -> Self {
+        Self::derived(ModelSize::Base, 10.0)
+    }
+}
+
+impl Ladder {
+    /// The ladder for `model` with a `context_s` window: the GPU encoder (decoder on the CPU) at
+    /// `context_s`, then 5 and 3 s where smaller, then everything on the CPU at `context_s`,
+    /// then tiny on the CPU (when `model` is base). VAD: cuda → cpu.
+    pub fn derived(model: ModelSize, context_s: f32) -> Self {
         let gpu = |context_s| Rung {
             encoder: Target::Gpu(None),
             decoder: Target::Cpu,
-            model: ModelSize::Base,
+            model,
             context_s,
         };
         let cpu = |model| Rung {
             encoder: Target::Cpu,
             decoder: Target::Cpu,
             model,
-            context_s: 10.0,
+            context_s,
         };
+        let mut asr = vec![gpu(context_s)];
+        for smaller in [5.0, 3.0] {
+            if context_s == 0.0 || smaller < context_s {
+                asr.push(gpu(smaller));
+            }
+        }
+        asr.push(cpu(model));
+        if model == ModelSize::Base {
+            asr.push(cpu(ModelSize::Tiny));
+        }
         Self {
-            asr: vec![
-                gpu(10.0),
-                gpu(5.0),
-                gpu(3.0),
-                cpu(ModelSize::Base),
-                cpu(ModelSize::Tiny),
-            ],
+            asr,
             vad: vec![Target::Gpu(None), Target::Cpu],
         }
     }
-}
 
-impl Ladder {
+    /// `gpu.placement = "fixed"`: exactly the configured devices, then the CPU if they fail.
+    pub fn fixed(
+        vad: Device,
+        encoder: Device,
+        decoder: Device,
+        model: ModelSize,
+        context_s: f32,
+    ) -> Self {
+        let target = |d: Device| match d {
+            Device::Cpu => Target::Cpu,
+            Device::Cuda(n) => Target::Gpu(Some(n)),
+        };
+        let chosen = Rung {
+            encoder: target(encoder),
+            decoder: target(decoder),
+            model,
+            context_s,
+        };
+        let cpu = Rung {
+            encoder: Target::Cpu,
+            decoder: Target::Cpu,
+            model,
+            context_s,
+        };
+        let mut asr = vec![chosen];
+        if chosen != cpu {
+            asr.push(cpu);
+        }
+        let mut vads = vec![target(vad)];
+        if vad != Device::Cpu {
+            vads.push(Target::Cpu);
+        }
+        Self { asr, vad: vads }
+    }
+
     /// Parse ASR rungs, one string each (`"encoder=cuda decoder=cpu model=base context=10"`).
     pub fn parse_asr<S: AsRef<str>>(rungs: &[S]) -> Result<Vec<Rung>, String> {
         rungs
@@ -580,6 +626,41 @@ impl Default for PlacementConfig {
 }
 
 impl PlacementConfig {
+    /// The policy the configuration file describes (`[gpu]`, with `[asr]`/`[vad]` for the
+    /// derived and fixed ladders). The error names the ladder at fault.
+    pub fn from_config(c: &Config) -> Result<Self, String> {
+        let g = &c.gpu;
+        let model = match c.asr.model.as_str() {
+            "tiny" => ModelSize::Tiny,
+            // A model directory of the user's own is treated as the big one.
+            _ => ModelSize::Base,
+        };
+        let ladder = match g.placement {
+            PlacementMode::Auto => Ladder {
+                asr: if g.asr_ladder.is_empty() {
+                    Ladder::derived(model, c.asr.context_s).asr
+                } else {
+                    Ladder::parse_asr(&g.asr_ladder)?
+                },
+                vad: Ladder::parse_vad(&g.vad_ladder).map_err(|e| format!("vad ladder: {e}"))?,
+            },
+            PlacementMode::Fixed => Ladder::fixed(
+                c.vad.device,
+                c.asr.encoder_device,
+                c.asr.decoder_device,
+                model,
+                c.asr.context_s,
+            ),
+        };
+        ladder.validate()?;
+        let mut cfg = Self::from_gpu_config(g);
+        cfg.ladder = ladder;
+        cfg.margin_mb = g.margin_mb;
+        cfg.hysteresis_mb = g.hysteresis_mb;
+        cfg.promote_after = Duration::from_secs_f64(g.promote_after_s.clamp(0.0, 86_400.0));
+        Ok(cfg)
+    }
+
     /// Defaults with the thresholds of the `[gpu]` section.
     pub fn from_gpu_config(g: &GpuConfig) -> Self {
         Self {
@@ -841,8 +922,13 @@ fn pct(used: u64, total: u64) -> String {
     if total == 0 {
         return "?%".to_owned();
     }
-    let p = used as f64 * 100.0 / total as f64;
-    format!("{p:.0}%")
+    // Truncated to a tenth, so 94.97 % never reads as "95%" next to an emergency at 95 %.
+    let tenths = used.saturating_mul(1000) / total;
+    if tenths.is_multiple_of(10) {
+        format!("{}%", tenths / 10)
+    } else {
+        format!("{}.{}%", tenths / 10, tenths % 10)
+    }
 }
 
 /// Whether the memory a stopped worker released has shown up as free: at least 75 % of
@@ -2144,12 +2230,12 @@ mod tests {
         );
         assert!(
             sim.reasons[2].starts_with(
-                "vad: cuda:0 → cpu: cuda:0 at 89% (3.6 GB of 4.0 GB) ≥ critical 87.5%"
+                "vad: cuda:0 → cpu: cuda:0 at 89.3% (3.6 GB of 4.0 GB) ≥ critical 87.5%"
             ),
             "{}",
             sim.reasons[2]
         );
-        assert!(sim.reasons[3].starts_with("asr: enc cuda:0 dec cpu base 10s → cpu base 10s: cuda:0 at 97% (3.9 GB of 4.0 GB) ≥ emergency 95%"), "{}", sim.reasons[3]);
+        assert!(sim.reasons[3].starts_with("asr: enc cuda:0 dec cpu base 10s → cpu base 10s: cuda:0 at 96.6% (3.9 GB of 4.0 GB) ≥ emergency 95%"), "{}", sim.reasons[3]);
         for want in [
             "warning (≥ 80%)",
             "critical (≥ 87.5%)",
@@ -2510,7 +2596,7 @@ mod tests {
                 cards(&[(81920, 71000)]),
                 &h,
                 &cfg,
-                Err("would leave cuda:0 at 88% ≥ critical 87.5%"),
+                Err("would leave cuda:0 at 87.5% ≥ critical 87.5%"),
             ),
         ];
         for (name, p, r, h, cfg, want) in table {
@@ -2591,6 +2677,7 @@ mod tests {
             warning_pct: 70.0,
             critical_pct: 80.0,
             emergency_pct: 90.0,
+            ..GpuConfig::default()
         };
         assert_eq!(
             PlacementConfig::from_gpu_config(&g).thresholds.critical,

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use swictation_proto::{Fault, Role, SAMPLE_RATE, VAD_FRAME};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::pipeline::{EngineConfig, SegmentText};
+use crate::placer::{Order, Placer};
 use crate::restart::{Decision, RestartPolicy};
 use crate::segmenter::{Segment, Segmenter, SegmenterConfig};
 use crate::status::DaemonState;
@@ -31,6 +32,12 @@ const MAX_BATCH_FRAMES: usize = 64;
 
 /// How often an idle ASR worker is pinged (a frozen one is then killed and restarted).
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How often GPU readings are taken and placement decided (the seed: every second).
+const PLACEMENT_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest a VAD move waits for a pause in speech.
+const ORDER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Everything the supervised pipeline needs.
 #[derive(Debug, Clone)]
@@ -173,6 +180,7 @@ pub struct Pipeline {
     vad: Supervised,
     asr: Supervised,
     counters: Arc<Counters>,
+    placer: Option<Arc<Placer>>,
 }
 
 impl Pipeline {
@@ -203,7 +211,17 @@ impl Pipeline {
             vad,
             asr,
             counters: Arc::new(Counters::default()),
+            placer: None,
         }
+    }
+
+    /// Let `placer` decide where the workers run (GPU-aware placement); without one they run
+    /// where the engine configuration says.
+    pub fn with_placer(mut self, placer: Arc<Placer>) -> Self {
+        self.vad.set_placer(placer.clone());
+        self.asr.set_placer(placer.clone());
+        self.placer = Some(placer);
+        self
     }
 
     /// Watch handles.
@@ -240,18 +258,45 @@ impl Pipeline {
             vad,
             asr,
             counters,
+            placer,
         } = self;
         let (faults_vad, faults_asr) = match control {
             Some(StageReceiversHandle(f)) => (Some(f.vad), Some(f.asr)),
             None => (None, None),
         };
+        // The placement monitor: every second, read the GPUs and hand each stage its moves.
+        let (vad_orders_tx, vad_orders) = mpsc::unbounded_channel::<Order>();
+        let (asr_orders_tx, asr_orders) = mpsc::unbounded_channel::<Order>();
+        let held = placer.as_ref().map(|p| p.held());
+        let monitor = placer.map(|p| {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(PLACEMENT_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let p = p.clone();
+                    let orders = tokio::task::spawn_blocking(move || p.tick())
+                        .await
+                        .unwrap_or_default();
+                    for o in orders {
+                        let _ = match o.role {
+                            Role::Vad => vad_orders_tx.send(o),
+                            Role::Asr => asr_orders_tx.send(o),
+                        };
+                    }
+                }
+            })
+        });
         let (seg_tx, seg_rx) = mpsc::unbounded_channel::<Segment>();
         let vad_task = tokio::spawn(vad_stage(
             vad,
             cfg.segmenter.clone(),
             audio,
             seg_tx,
-            faults_vad,
+            Inbox {
+                commands: faults_vad,
+                orders: vad_orders,
+            },
             board.clone(),
             counters.clone(),
         ));
@@ -259,13 +304,20 @@ impl Pipeline {
             asr,
             seg_rx,
             deliver,
-            faults_asr,
+            Inbox {
+                commands: faults_asr,
+                orders: asr_orders,
+            },
+            held,
             board.clone(),
             counters.clone(),
             cfg,
         ));
         let mut vad = vad_task.await.context("VAD stage panicked")?;
         let (mut asr, quarantined) = asr_task.await.context("ASR stage panicked")?;
+        if let Some(m) = monitor {
+            m.abort();
+        }
         tokio::join!(vad.shutdown(), asr.shutdown());
         let stats = |s: &Supervised| s.stats().lock().map(|s| s.clone()).unwrap_or_default();
         Ok(Report {
@@ -304,15 +356,28 @@ fn set_degraded(board: &Board, counters: &Counters, role: Role, on: bool) {
     });
 }
 
+/// What a stage hears besides its data: daemon commands and placement orders.
+struct Inbox {
+    commands: Option<mpsc::UnboundedReceiver<StageCommand>>,
+    orders: mpsc::UnboundedReceiver<Order>,
+}
+
 async fn vad_stage(
     mut sup: Supervised,
     cfg: SegmenterConfig,
     mut audio: mpsc::Receiver<Vec<f32>>,
     seg_tx: mpsc::UnboundedSender<Segment>,
-    mut faults: Option<mpsc::UnboundedReceiver<StageCommand>>,
+    inbox: Inbox,
     board: Board,
     counters: Arc<Counters>,
 ) -> Supervised {
+    let Inbox {
+        commands: mut faults,
+        mut orders,
+    } = inbox;
+    // A VAD move waits for a pause in speech (a fresh worker starts with fresh Silero state),
+    // but not forever.
+    let mut order: Option<(Order, Instant)> = None;
     let mut seg = Segmenter::new(cfg);
     let mut pending: VecDeque<f32> = VecDeque::new();
     let mut energy = false;
@@ -333,6 +398,10 @@ async fn vad_stage(
                 }
                 continue;
             }
+            Some(o) = orders.recv() => {
+                // Carried out below, at once if no speech is in progress.
+                order = Some((o, Instant::now()));
+            }
             chunk = audio.recv() => match chunk {
                 Some(c) => pending.extend(c),
                 None => {
@@ -346,6 +415,15 @@ async fn vad_stage(
         }
         while let Ok(c) = audio.try_recv() {
             pending.extend(c);
+        }
+        if let Some((o, since)) = order.take() {
+            if energy {
+                // The worker is not running: the next start is placed afresh anyway.
+            } else if !seg.in_speech() || since.elapsed() >= ORDER_PATIENCE {
+                sup.switch(o).await;
+            } else {
+                order = Some((o, since));
+            }
         }
         while pending.len() >= VAD_FRAME {
             let n = (pending.len() / VAD_FRAME).min(MAX_BATCH_FRAMES) * VAD_FRAME;
@@ -427,15 +505,23 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn asr_stage(
     mut sup: Supervised,
     mut seg_rx: mpsc::UnboundedReceiver<Segment>,
     mut deliver: impl FnMut(SegmentText) + Send + 'static,
-    mut faults: Option<mpsc::UnboundedReceiver<StageCommand>>,
+    inbox: Inbox,
+    held: Option<watch::Receiver<bool>>,
     board: Board,
     counters: Arc<Counters>,
     cfg: PipelineConfig,
 ) -> (Supervised, Vec<u64>) {
+    let Inbox {
+        commands: mut faults,
+        mut orders,
+    } = inbox;
+    let mut held = held.unwrap_or_else(|| watch::channel(false).1);
+    let mut holding = false;
     let mut queue: VecDeque<(Segment, u32)> = VecDeque::new();
     let mut closed = false;
     let mut quarantined = Vec::new();
@@ -449,6 +535,7 @@ async fn asr_stage(
             tokio::select! {
                 biased;
                 Some(cmd) = recv_opt(&mut faults) => command(&mut sup, cmd).await,
+                Some(o) = orders.recv() => sup.switch(o).await,
                 s = seg_rx.recv() => match s {
                     Some(s) => queue.push_back((s, 0)),
                     None => closed = true,
@@ -475,6 +562,32 @@ async fn asr_stage(
         board.update(|s| s.queue_depth = queue.len());
         if let Some(cmd) = faults.as_mut().and_then(|f| f.try_recv().ok()) {
             command(&mut sup, cmd).await;
+        }
+        if let Ok(o) = orders.try_recv() {
+            sup.switch(o).await;
+        }
+        // Circuit breaker: while GPU memory is in emergency, requests stay queued (never
+        // dropped) until ASR has stepped down or the pressure has passed.
+        if *held.borrow_and_update() {
+            if !holding {
+                holding = true;
+                crate::log_warn!(
+                    "holding {} segment(s) for ASR: GPU memory emergency",
+                    queue.len()
+                );
+            }
+            tokio::select! {
+                biased;
+                Some(o) = orders.recv() => sup.switch(o).await,
+                Some(cmd) = recv_opt(&mut faults) => command(&mut sup, cmd).await,
+                _ = held.changed() => {}
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+            }
+            continue;
+        }
+        if holding {
+            holding = false;
+            crate::log_info!("releasing {} held segment(s) to ASR", queue.len());
         }
         if let Err(f) = sup.ensure_ready().await {
             if matches!(f.decision, Decision::Escalate { .. }) && !degraded {

@@ -91,6 +91,12 @@ pub struct WorkerStatus {
     pub restarts: BTreeMap<String, u32>,
     /// The most recent failure, if any.
     pub last_failure: Option<FailureRecord>,
+    /// Where the placement policy put it (`enc cuda:0 dec cpu base 10s`, `cpu`).
+    #[serde(default)]
+    pub placement: Option<String>,
+    /// Why it is there: the reason of the last placement change.
+    #[serde(default)]
+    pub placement_reason: Option<String>,
 }
 
 /// GPU memory, when there is a GPU.
@@ -155,6 +161,12 @@ pub struct Status {
     pub gpu: Option<GpuStatus>,
     /// Why `gpu` is absent (`no NVIDIA driver`, `all workers on cpu`), when it is.
     pub gpu_unavailable: Option<String>,
+    /// Where GPU readings come from (NVML, or a test's script, which says so).
+    #[serde(default)]
+    pub gpu_probe: Option<String>,
+    /// New ASR requests are being held (GPU memory emergency); they are queued, not dropped.
+    #[serde(default)]
+    pub asr_held: bool,
     /// Speech segments waiting for the ASR worker.
     pub queue_depth: usize,
     /// Segments set aside because they crashed a worker (not retried).
@@ -175,6 +187,8 @@ impl Status {
             workers: Vec::new(),
             gpu: None,
             gpu_unavailable: None,
+            gpu_probe: None,
+            asr_held: false,
             queue_depth: 0,
             quarantined: 0,
             latency: Latency::default(),
@@ -210,6 +224,12 @@ pub enum Event {
         to: String,
         /// Why (`gpu memory 96% >= emergency 95%`).
         reason: String,
+    },
+    /// Something about GPU memory worth knowing: a threshold crossed, an Xid error, requests
+    /// held or released.
+    GpuNotice {
+        /// What, in words.
+        message: String,
     },
     /// A worker failed (it may be restarted).
     WorkerFailed {
@@ -491,6 +511,11 @@ pub fn render_text(s: &Status) -> String {
     } else {
         out.push_str(&table(&rows));
     }
+    for w in &s.workers {
+        if let (Some(p), Some(why)) = (&w.placement, &w.placement_reason) {
+            let _ = writeln!(out, "{} placed on {p}: {why}", w.role);
+        }
+    }
     out.push('\n');
 
     let gpu = match (&s.gpu, &s.gpu_unavailable) {
@@ -507,6 +532,12 @@ pub fn render_text(s: &Status) -> String {
         ),
         (None, Some(reason)) => format!("none ({reason})"),
         (None, None) => "none".to_owned(),
+    };
+    let gpu = match (&s.gpu_probe, s.asr_held) {
+        (Some(p), true) => format!("{gpu}; ASR requests held (memory emergency); probe: {p}"),
+        (Some(p), false) if p.starts_with("scripted") => format!("{gpu}; probe: {p}"),
+        (_, true) => format!("{gpu}; ASR requests held (memory emergency)"),
+        _ => gpu,
     };
     let l = &s.latency;
     let lines = vec![
@@ -587,6 +618,7 @@ mod tests {
                     reason: "killed by SIGSEGV".into(),
                     at_unix_s: 0,
                 }),
+                ..Default::default()
             },
         ];
         s.gpu = Some(GpuStatus {

@@ -14,6 +14,8 @@ use swictation_proto::{ErrorKind, Fault, Reply, Request, Role, VAD_FRAME};
 use tokio::sync::{broadcast, watch};
 
 use crate::failure::{self, FailureClass, Observation};
+use crate::placement::Switch;
+use crate::placer::{Order, Placer};
 use crate::restart::{Decision, RestartHistory, RestartPolicy};
 use crate::status::{Event, FailureRecord, Status, WorkerStatus};
 use crate::worker::{Worker, WorkerCommand, WorkerError};
@@ -233,6 +235,9 @@ pub struct Supervised {
     failed_at: Option<Instant>,
     ready_at: Option<Instant>,
     stats: Arc<Mutex<Stats>>,
+    placer: Option<Arc<Placer>>,
+    /// The running worker passed its canary (a failure now is "while serving").
+    serving: bool,
 }
 
 impl Supervised {
@@ -261,7 +266,14 @@ impl Supervised {
             failed_at: None,
             ready_at: None,
             stats: Arc::new(Mutex::new(Stats::default())),
+            placer: None,
+            serving: false,
         }
+    }
+
+    /// Let `placer` choose where every start goes, and tell it of every failure and start.
+    pub fn set_placer(&mut self, placer: Arc<Placer>) {
+        self.placer = Some(placer);
     }
 
     /// The role.
@@ -313,6 +325,9 @@ impl Supervised {
         if let Some(at) = self.next_attempt.take() {
             tokio::time::sleep_until(at.into()).await;
         }
+        if let Some(p) = &self.placer {
+            self.command = p.before_spawn(self.role);
+        }
         self.apply(WorkerEvent::Spawn);
         let spawned = Instant::now();
         let mut worker = match Worker::spawn(&self.command, self.load_timeout).await {
@@ -328,7 +343,11 @@ impl Supervised {
         let h = worker.hello().clone();
         let pid = h.pid;
         self.worker = Some(worker);
+        self.serving = true;
         self.apply(WorkerEvent::CanaryPassed);
+        if let Some(p) = &self.placer {
+            p.on_ready(self.role, pid);
+        }
         let now = Instant::now();
         self.history.on_ready(now - self.epoch);
         self.ready_at = Some(now);
@@ -399,11 +418,18 @@ impl Supervised {
                 },
             }));
         };
-        self.state = transition(self.state, WorkerEvent::RequestSent);
-        let result = worker.call(request, timeout).await;
+        let result = {
+            let next = transition(self.state, WorkerEvent::RequestSent);
+            if next != self.state {
+                self.state = next;
+                self.board
+                    .update_worker(self.role, |w| w.state = next.as_str().into());
+            }
+            worker.call(request, timeout).await
+        };
         match result {
             Ok(reply) => {
-                self.state = transition(self.state, WorkerEvent::Answered);
+                self.apply(WorkerEvent::Answered);
                 Ok(reply)
             }
             Err(WorkerError::Reported {
@@ -411,7 +437,7 @@ impl Supervised {
                 message,
                 ..
             }) => {
-                self.state = transition(self.state, WorkerEvent::Answered);
+                self.apply(WorkerEvent::Answered);
                 Err(CallError::Rejected(message))
             }
             Err(e) => {
@@ -421,11 +447,12 @@ impl Supervised {
         }
     }
 
-    /// Classify a failure, reap the process, update history, status and events.
-    async fn record(&mut self, error: impl Into<FailureInput>, worker: Option<Worker>) -> Failure {
-        let input = error.into();
-        let now = Instant::now();
-        self.failed_at.get_or_insert(now);
+    /// Reap the process and classify why it failed.
+    async fn classify(
+        &self,
+        input: FailureInput,
+        worker: Option<Worker>,
+    ) -> (FailureClass, String) {
         let (status, tail) = match worker {
             Some(mut w) => {
                 let status = w.reap().await;
@@ -450,6 +477,15 @@ impl Supervised {
                 reason = format!("{reason}; stderr: {line}");
             }
         }
+        (class, reason)
+    }
+
+    /// Classify a failure, reap the process, update history, status and events.
+    async fn record(&mut self, error: impl Into<FailureInput>, worker: Option<Worker>) -> Failure {
+        let input = error.into();
+        let now = Instant::now();
+        self.failed_at.get_or_insert(now);
+        let (class, reason) = self.classify(input, worker).await;
         self.apply(WorkerEvent::Failed);
         let decision = self.history.on_failure(now - self.epoch, &self.policy);
         self.next_attempt = Some(now + decision.delay());
@@ -485,6 +521,11 @@ impl Supervised {
             class: class.to_string(),
             reason: reason.clone(),
         });
+        let after_ready = std::mem::take(&mut self.serving);
+        if let Some(p) = self.placer.clone() {
+            let escalated = matches!(decision, Decision::Escalate { .. });
+            p.on_failure(self.role, class, after_ready, escalated).await;
+        }
         Failure {
             class,
             reason,
@@ -559,10 +600,79 @@ impl Supervised {
         }
     }
 
+    /// Carry out a placement [`Order`] between requests.
+    ///
+    /// Make-before-break: start the new worker and prove it with the canary while the old one
+    /// stays in place; only then switch to it and stop the old one, so nothing in flight is lost.
+    /// If the new one fails, the old one keeps serving and the failure is remembered against the
+    /// new placement. Break-before-make (the new placement needs the old one's memory): stop the
+    /// old worker, wait for its memory to show as free, and start the new one (requests wait).
+    pub async fn switch(&mut self, order: Order) {
+        let Some(placer) = self.placer.clone() else {
+            return;
+        };
+        if order.switch == Switch::BreakBeforeMake || self.worker.is_none() {
+            let released = placer.release_of(self.role);
+            if let Some(w) = self.worker.take() {
+                w.shutdown().await;
+            }
+            self.serving = false;
+            self.apply(WorkerEvent::Stop);
+            placer.take_over(&order, released).await;
+            let _ = self.ensure_ready().await;
+            return;
+        }
+        let spawned = Instant::now();
+        let mut candidate = match Worker::spawn(&order.command, self.load_timeout).await {
+            Ok(w) => w,
+            Err(e) => {
+                let (class, why) = self.classify(e.into(), None).await;
+                placer.switch_failed(&order, class, &why);
+                return;
+            }
+        };
+        if let Some(canary) = self.canary.clone() {
+            if let Err(reason) = run_canary(self.role, &mut candidate, &canary).await {
+                let (class, why) = self.classify(reason.into(), Some(candidate)).await;
+                placer.switch_failed(&order, class, &why);
+                return;
+            }
+        }
+        let h = candidate.hello().clone();
+        let old = self.worker.replace(candidate);
+        self.command = order.command.clone();
+        let now = Instant::now();
+        self.ready_at = Some(now);
+        if let Ok(mut s) = self.stats.lock() {
+            s.startups.push(now - spawned);
+        }
+        let device = crate::pipeline::describe_placement(&h.placement);
+        self.board.update_worker(self.role, |w| {
+            w.pid = Some(h.pid);
+            w.device = device.clone();
+            w.model = h.model.clone();
+            w.uptime_s = Some(0.0);
+        });
+        self.board.emit(Event::WorkerReady {
+            role: self.role.as_str().into(),
+            pid: h.pid,
+            device,
+            model: h.model,
+        });
+        placer.switched(&order, h.pid);
+        if let Some(old) = old {
+            old.shutdown().await;
+        }
+    }
+
     /// Stop the worker for good.
     pub async fn shutdown(&mut self) {
         if let Some(w) = self.worker.take() {
             w.shutdown().await;
+        }
+        self.serving = false;
+        if let Some(p) = &self.placer {
+            p.on_stopped(self.role);
         }
         self.apply(WorkerEvent::Stop);
         self.board.update_worker(self.role, |w| {

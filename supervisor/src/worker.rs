@@ -174,6 +174,8 @@ impl Worker {
             .arg(&path)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
+            // CUDA numbers devices by PCI bus, as NVML does, so `cuda:N` is the card NVML read.
+            .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

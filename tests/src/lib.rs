@@ -511,18 +511,35 @@ pub mod alsa_feed {
         usize::try_from(n).unwrap_or(0)
     }
 
+    /// How long a microphone-like feeder ([`Feeder::start_mic`]) waits for the reader to take
+    /// a period before that period is lost.
+    pub const UNREAD_GRACE: Duration = Duration::from_millis(500);
+
     /// A thread writing queued speech, else silence, into a FIFO in real time.
     pub struct Feeder {
         queue: Arc<Mutex<VecDeque<i16>>>,
         stop: Arc<AtomicBool>,
         fed: Arc<AtomicU64>,
+        lost: Arc<AtomicU64>,
         thread: Option<std::thread::JoinHandle<()>>,
     }
 
     impl Feeder {
         /// Opens `fifo` for writing (read-write, so opening never blocks and writes never fail
-        /// while the reader reopens it) and starts feeding silence.
+        /// while the reader reopens it) and starts feeding silence. While nobody reads, what is
+        /// queued waits.
         pub fn start(fifo: &Path) -> Feeder {
+            Feeder::spawn(fifo, false)
+        }
+
+        /// As [`Feeder::start`], but like a microphone: time passes whether or not anyone
+        /// listens, so a period the reader has not taken within [`UNREAD_GRACE`] of when it is
+        /// due is lost (counted by [`Feeder::lost`]) instead of waiting for the reader.
+        pub fn start_mic(fifo: &Path) -> Feeder {
+            Feeder::spawn(fifo, true)
+        }
+
+        fn spawn(fifo: &Path, mic: bool) -> Feeder {
             let mut writer = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -531,13 +548,16 @@ pub mod alsa_feed {
             let queue: Arc<Mutex<VecDeque<i16>>> = Arc::default();
             let stop = Arc::new(AtomicBool::new(false));
             let fed = Arc::new(AtomicU64::new(0));
-            let (q, s, f) = (queue.clone(), stop.clone(), fed.clone());
+            let lost = Arc::new(AtomicU64::new(0));
+            let (q, s, f, l) = (queue.clone(), stop.clone(), fed.clone(), lost.clone());
             let thread = std::thread::spawn(move || {
                 let mut t0 = Instant::now();
+                // Samples of time elapsed (written or lost), and samples written.
+                let mut clock: u64 = 0;
                 let mut written: u64 = 0;
                 let mut period = [0i16; PERIOD];
                 while !s.load(Ordering::SeqCst) {
-                    let due = t0 + Duration::from_secs_f64(written as f64 / 16_000.0);
+                    let due = t0 + Duration::from_secs_f64(clock as f64 / 16_000.0);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
@@ -549,8 +569,19 @@ pub mod alsa_feed {
                     }
                     let bytes: Vec<u8> = period.iter().flat_map(|v| v.to_le_bytes()).collect();
                     // Each write only once the reader has taken the previous one.
+                    let mut taken = true;
                     while queued(&writer) > 0 && !s.load(Ordering::SeqCst) {
+                        if mic && Instant::now() >= due + UNREAD_GRACE {
+                            taken = false;
+                            break;
+                        }
                         std::thread::sleep(Duration::from_micros(200));
+                    }
+                    clock += PERIOD as u64;
+                    if !taken {
+                        // Nobody listened: this period is gone, as with a microphone.
+                        l.fetch_add(PERIOD as u64, Ordering::SeqCst);
+                        continue;
                     }
                     if writer.write_all(&bytes).is_err() {
                         break;
@@ -570,6 +601,7 @@ pub mod alsa_feed {
                 queue,
                 stop,
                 fed,
+                lost,
                 thread: Some(thread),
             }
         }
@@ -590,6 +622,11 @@ pub mod alsa_feed {
         /// Samples written so far (speech and silence).
         pub fn fed(&self) -> u64 {
             self.fed.load(Ordering::SeqCst)
+        }
+
+        /// Samples a microphone-like feeder dropped because nobody read them in time.
+        pub fn lost(&self) -> u64 {
+            self.lost.load(Ordering::SeqCst)
         }
 
         /// Waits until everything queued has been written, failing after `limit`.

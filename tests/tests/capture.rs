@@ -589,3 +589,78 @@ fn reconnects_after_the_source_goes_away() {
     let stats = &done["stats"];
     assert!(count(stats, "errors") >= 3, "errors not counted: {stats}");
 }
+
+/// The number before `unit` in `text` (e.g. `0.043` in `0.043 ms`).
+fn number_before(text: &str, unit: &str) -> Option<f64> {
+    let at = text.find(unit)?;
+    text[..at]
+        .split_whitespace()
+        .last()?
+        .trim_start_matches('(')
+        .parse()
+        .ok()
+}
+
+#[test]
+fn bench_times_capture_callbacks_through_alsa() {
+    let _serial = swictation_e2e::serial();
+    let env = swictation_e2e::TestEnv::new();
+    let t0 = Instant::now();
+    let out = swictation_e2e::run_with_deadline(
+        env.cmd()
+            .args(["bench", "--frames", "64", "--capture-s", "5"]),
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("bench took {:?}:\n{stdout}", t0.elapsed());
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |what: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(what))
+            .unwrap_or_else(|| panic!("no {what:?} row in:\n{stdout}"))
+            .to_owned()
+    };
+    // "capture: longest callback (N callbacks, R Hz C ch)  X ms (period P ms)  RATIO"
+    let longest = row("capture: longest callback");
+    let callbacks = number_before(&longest, "callbacks,").expect("callback count");
+    let x = number_before(&longest, "ms (period").expect("longest callback");
+    let period = number_before(&longest, "ms)").expect("callback period");
+    let ratio: f64 = longest
+        .split_whitespace()
+        .last()
+        .and_then(|r| r.parse().ok())
+        .expect("ratio");
+    // 5 s of input in callbacks of `period` ms each (plus the probe's few).
+    let expected = 5_000.0 / period;
+    assert!(
+        (callbacks - expected).abs() <= 0.05 * expected + 20.0,
+        "{callbacks} callbacks for 5 s of {period} ms periods: {longest}"
+    );
+    assert!(
+        x > 0.0 && x < period,
+        "longest callback {x} ms vs period {period} ms: {longest}"
+    );
+    assert!(
+        (ratio - x / period).abs() < 0.001 + 0.01 * ratio,
+        "ratio {ratio} is not {x}/{period}: {longest}"
+    );
+    let overruns = row("capture: overruns over 5 s");
+    assert!(
+        overruns.contains(" 0 samples dropped, 0 stream errors"),
+        "{overruns}"
+    );
+    let captured = number_before(&overruns, "s captured").expect("seconds captured");
+    assert!(
+        (captured - 5.0).abs() < 0.25,
+        "{captured} s captured of 5 s fed: {overruns}"
+    );
+    assert!(
+        !stdout.contains("not measured"),
+        "a row was not measured:\n{stdout}"
+    );
+}

@@ -220,3 +220,196 @@ fn capture_source_lost_and_back_keeps_transcribing() {
         "speech after the source came back was not transcribed: {after:?}\n{log}"
     );
 }
+
+/// Whether process `pid` has `path` open (the ALSA file plugin holds its FIFO open while a
+/// capture stream exists).
+fn holds_open(pid: u32, path: &std::path::Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until `cond` holds, failing with `what` after `limit`.
+fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the daemon's output holds `text` (WER under 0.3 against what was added after
+/// `before`), failing after `limit`; returns the output added.
+fn wait_transcript(daemon: &DaemonProcess, before: &str, text: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let out = daemon.stdout();
+        let added = out.strip_prefix(before).unwrap_or(&out).to_owned();
+        if wer_of(text, &added) < 0.3 {
+            return added;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{text:?} not transcribed within {limit:?}; output added: {added:?}\nlog:\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pause_closes_capture_and_resume_reopens_it() {
+    let _serial = serial();
+    let clips = librivox();
+    let (before_clip, before_text) = &clips[0];
+    let (paused_clip, paused_text) = &clips[3];
+    let (after_clip, after_text) = &clips[2];
+    let t0 = Instant::now();
+    let mut env = TestEnv::new();
+    let fifo = env.with_alsa();
+    // A microphone: what is said while nobody captures is gone, not queued for later.
+    let mic = Feeder::start_mic(&fifo);
+    let mut daemon = start_live(&env);
+    let pid = daemon.pid();
+    assert!(
+        holds_open(pid, &fifo),
+        "the daemon listens but does not hold its capture FIFO open"
+    );
+
+    // Listening: speech is transcribed.
+    mic.push(&samples_i16(before_clip));
+    mic.push(&silence(GAP_S));
+    mic.drain(Duration::from_secs(30));
+    wait_transcript(&daemon, "", before_text, Duration::from_secs(30));
+
+    // Pause: the answer is the new state, and capture closes the device.
+    let out = env.cli(&["pause"]);
+    assert!(
+        out.status.success(),
+        "pause: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "paused");
+    let paused = env.wait_status("state paused", Duration::from_secs(5), |s| {
+        s["state"] == "paused"
+    });
+    eprintln!("paused after {:?}: audio {}", t0.elapsed(), paused["audio"]);
+    wait_until(
+        "the capture FIFO closed after pause",
+        Duration::from_secs(5),
+        || !holds_open(pid, &fifo),
+    );
+    // Past the feeder's grace period, a second of "microphone" audio goes unread.
+    std::thread::sleep(alsa_feed::UNREAD_GRACE + Duration::from_millis(500));
+    let (fed, lost) = (mic.fed(), mic.lost());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        mic.fed() - fed <= alsa_feed::PERIOD as u64 && mic.lost() - lost >= 12_000,
+        "the FIFO is still read while paused: {} samples taken, {} lost in 1 s",
+        mic.fed() - fed,
+        mic.lost() - lost
+    );
+    let status = env.status().expect("status while paused");
+    assert_eq!(status["state"], "paused", "{status}");
+    assert!(
+        status["audio"]["level_dbfs"].is_null(),
+        "an input level while paused: {status}"
+    );
+
+    // Speech while paused is not transcribed.
+    let out_at_pause = daemon.stdout();
+    mic.push(&samples_i16(paused_clip));
+    mic.push(&silence(GAP_S));
+    mic.drain(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        daemon.stdout(),
+        out_at_pause,
+        "output while paused (the speech was {paused_text:?})"
+    );
+    assert!(alive(pid) && !holds_open(pid, &fifo));
+
+    // Resume: capture reopens the device and speech is transcribed again.
+    let out = env.cli(&["resume"]);
+    assert!(
+        out.status.success(),
+        "resume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "listening");
+    wait_until(
+        "the capture FIFO reopened after resume",
+        Duration::from_secs(10),
+        || holds_open(pid, &fifo),
+    );
+    let resumed = env.wait_status(
+        "listening on the file capture after resume",
+        Duration::from_secs(10),
+        |s| {
+            s["state"] == "listening"
+                && s["audio"]["source"]
+                    .as_str()
+                    .is_some_and(|src| src.contains("file capture") && !src.contains("error"))
+        },
+    );
+    eprintln!(
+        "resumed after {:?}: audio {}",
+        t0.elapsed(),
+        resumed["audio"]
+    );
+    let fed = mic.fed();
+    wait_until(
+        "the FIFO read again after resume",
+        Duration::from_secs(5),
+        || mic.fed() >= fed + 8_000,
+    );
+    mic.push(&samples_i16(after_clip));
+    mic.push(&silence(GAP_S));
+    mic.drain(Duration::from_secs(30));
+    wait_transcript(&daemon, &out_at_pause, after_text, Duration::from_secs(30));
+
+    let stop = env.cli(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let (code, out, log) = daemon.wait(Duration::from_secs(60));
+    drop(mic);
+    assert!(code.success(), "daemon failed: {log}");
+    let after = out.strip_prefix(out_at_pause.as_str()).unwrap_or(&out);
+    eprintln!(
+        "took {:?}\nbefore the pause: {out_at_pause:?}\nafter the resume: {after:?}",
+        t0.elapsed()
+    );
+    assert!(
+        wer_of(after_text, after) < 0.3,
+        "after resume: {after:?} for {after_text:?}"
+    );
+    // Nothing of what was said while paused, even late: no word only that clip has.
+    let others = format!("{before_text} {after_text}").to_lowercase();
+    let own: Vec<&str> = paused_text
+        .split_whitespace()
+        .filter(|w| w.len() >= 5 && !others.split_whitespace().any(|o| o == w.to_lowercase()))
+        .collect();
+    assert!(
+        own.len() >= 3,
+        "too few distinctive words in {paused_text:?}"
+    );
+    let lower = out.to_lowercase();
+    let heard: Vec<&&str> = own
+        .iter()
+        .filter(|w| lower.contains(&w.to_lowercase()))
+        .collect();
+    assert!(
+        heard.is_empty(),
+        "words said while paused were transcribed: {heard:?} in {out:?}"
+    );
+    assert!(
+        !log.contains("capture:"),
+        "capture errors around pause and resume:\n{log}"
+    );
+}

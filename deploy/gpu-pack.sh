@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Pack what deploy/gpu-check.sh needs on the GPU machine into .gpu-up/1..4 (ignored by git),
+# sized to ride along with the four .gpu-stage/K uploads of ../shared/tools/gpu-stage.sh (each
+# call carries at most 64 MiB). Run here, after `cargo build --release --workspace`.
+#   .gpu-up/K/data.xz.0K  pieces of a tar.xz of the models (Silero, Moonshine base-en) and speech
+#   .gpu-up/4/bins.tar.xz the stripped release binaries (swictation, both workers, gpu-ballast)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data="${XDG_DATA_HOME:-$HOME/.local/share}/swictation"
+rm -rf .gpu-up && mkdir -p .gpu-up/{1,2,3,4} .gpu-up/tmp
+for b in swictation swictation-asr-worker swictation-vad-worker gpu-ballast; do
+    cp "target/release/$b" .gpu-up/tmp/ && strip ".gpu-up/tmp/$b"
+done
+tar cf - -C .gpu-up/tmp . | xz -T0 -6 >.gpu-up/4/bins.tar.xz
+tar cf - -C "$data" models/silero-vad models/moonshine-base-en speech | xz -T0 -6 >.gpu-up/tmp/data.tar.xz
+# Room left beside each stage folder (64 MiB less the stage and ~2 MiB for the working tree).
+sizes=()
+for k in 1 2 3; do
+    used=$(du -sm ".gpu-stage/$k" | cut -f1)
+    sizes+=($((62 - used)))
+done
+(
+    cd .gpu-up/tmp
+    off=0
+    for k in 1 2 3; do
+        dd if=data.tar.xz of="../$k/data.xz.0$k" bs=1M skip=$off count="${sizes[$((k - 1))]}" status=none
+        off=$((off + ${sizes[$((k - 1))]}))
+    done
+    dd if=data.tar.xz of=../4/data.xz.04 bs=1M skip=$off status=none
+    sha256sum data.tar.xz | cut -d' ' -f1 >../4/data.sha256
+)
+rm -rf .gpu-up/tmp
+du -sm .gpu-stage/* .gpu-up/*

@@ -1,0 +1,193 @@
+//! Issue 5, end to end: the daemon places its workers by GPU readings, steps down under memory
+//! pressure and back up when it frees, while transcribing real speech, losing and repeating
+//! nothing.
+//!
+//! The readings come from a scripted probe (`--gpu-script`, a JSON-lines file the test rewrites
+//! while the daemon runs): this machine has no GPU, so the "GPU" placements are carried out on
+//! the CPU, and status says so. The policy, the orders, make-before-break and break-before-make,
+//! the circuit breaker and the event stream are the real ones; the real NVML probe and the CUDA
+//! execution provider are exercised on the GPU machine (`deploy/gpu-check.sh`).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use swictation_e2e::*;
+
+/// Replace the scripted reading: one 8 GB card with `used_mb` in use, from now on.
+fn set_gpu(path: &Path, used_mb: u64) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            "{{\"at_s\": 0, \"devices\": [{{\"index\": 0, \"name\": \"Scripted 8 GB\", \"total_mb\": 8192, \"used_mb\": {used_mb}}}]}}\n"
+        ),
+    )
+    .expect("write the GPU script");
+    std::fs::rename(&tmp, path).expect("replace the GPU script");
+}
+
+fn worker<'a>(status: &'a Value, role: &str) -> &'a Value {
+    status["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == role))
+        .unwrap_or_else(|| panic!("no {role} worker in {status}"))
+}
+
+fn placed(s: &Value, role: &str, want: &str) -> bool {
+    s["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == role))
+        .is_some_and(|w| w["placement"] == want && w["state"] == "ready" && w["pid"].is_u64())
+}
+
+fn s16le(samples: &[i16]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+/// Count the non-empty transcript lines so far.
+fn lines(out: &str) -> Vec<String> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn wait_lines(daemon: &DaemonProcess, n: usize, limit: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let got = lines(&daemon.stdout());
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "only {} of {n} transcripts after {limit:?}; log:\n{}",
+            got.len(),
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn steps_down_under_pressure_and_back_up_without_losing_speech() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let clips = librivox();
+    let env = TestEnv::new();
+    env.write_config("[gpu]\npromote_after_s = 3\n");
+    let script = env.dir.path().join("gpu.jsonl");
+    set_gpu(&script, 1000);
+    let mut daemon = DaemonProcess::spawn(
+        env.cmd()
+            .args(["run", "--input", "-", "--gpu-script"])
+            .arg(&script)
+            .stdin(Stdio::piped()),
+    );
+    let mut stdin = daemon.child.stdin.take().expect("stdin");
+    let mut speak = |i: usize| {
+        let mut samples = samples_i16(&clips[i].0);
+        samples.extend(std::iter::repeat_n(0i16, 16_000 * 2));
+        stdin.write_all(&s16le(&samples)).expect("feed speech");
+        stdin.flush().expect("flush");
+    };
+
+    // Room on the card: both workers on the GPU, the best ASR rung.
+    let s = env.wait_status("both workers on the GPU", Duration::from_secs(90), |s| {
+        placed(s, "asr", "enc cuda:0 dec cpu base 10s") && placed(s, "vad", "cuda:0")
+    });
+    eprintln!("{:?} placed: {s}", t0.elapsed());
+    assert!(
+        s["gpu_probe"]
+            .as_str()
+            .is_some_and(|p| p.contains("scripted") && p.contains("run on the CPU")),
+        "status must say the readings are scripted: {s}"
+    );
+    assert_eq!(s["gpu"]["total_mb"], 8192, "{s}");
+    assert_eq!(worker(&s, "asr")["context_s"], 10.0, "{s}");
+    assert!(
+        worker(&s, "asr")["placement_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("free ≥") && r.contains("margin")),
+        "{s}"
+    );
+    speak(0);
+    wait_lines(&daemon, 1, Duration::from_secs(60));
+
+    // A memory hog: 7 GB used by others; with our workers' share the card is at 96.6 %
+    // (emergency). The VAD leaves the card first (95.3 %, still emergency), then ASR steps down
+    // one rung, to a smaller context on the same card (break-before-make), which brings the card
+    // to 94.7 %: critical, not emergency, so nothing moves further and nothing moves back.
+    set_gpu(&script, 7050);
+    speak(1);
+    let s = env.wait_status("ASR stepped down to 5 s", Duration::from_secs(60), |s| {
+        placed(s, "asr", "enc cuda:0 dec cpu base 5s") && placed(s, "vad", "cpu")
+    });
+    eprintln!("{:?} stepped down: {s}", t0.elapsed());
+    let why = worker(&s, "asr")["placement_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("emergency"), "{why}");
+    assert!(
+        worker(&s, "vad")["placement_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cuda:0 at") && r.contains("emergency")),
+        "{s}"
+    );
+    assert_eq!(worker(&s, "asr")["context_s"], 5.0, "{s}");
+    wait_lines(&daemon, 2, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    let s = env.status().expect("status");
+    assert!(
+        placed(&s, "asr", "enc cuda:0 dec cpu base 5s") && placed(&s, "vad", "cpu"),
+        "under critical pressure nothing may move: {s}"
+    );
+    assert_eq!(s["asr_held"], false, "{s}");
+    speak(2);
+    wait_lines(&daemon, 3, Duration::from_secs(60));
+
+    // The hog leaves: after 3 s of room (promote_after_s), both step back up,
+    // make-before-break.
+    set_gpu(&script, 1000);
+    let s = env.wait_status("back on the best rung", Duration::from_secs(60), |s| {
+        placed(s, "asr", "enc cuda:0 dec cpu base 10s") && placed(s, "vad", "cuda:0")
+    });
+    eprintln!("{:?} stepped up: {s}", t0.elapsed());
+    assert!(
+        worker(&s, "asr")["placement_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("stepping up")),
+        "{s}"
+    );
+    speak(3);
+    wait_lines(&daemon, 4, Duration::from_secs(60));
+
+    drop(stdin);
+    let (code, out, log) = daemon.wait(Duration::from_secs(60));
+    assert!(code.success(), "{log}");
+    eprintln!("{log}");
+    // Every utterance exactly once, in order, and recognised.
+    let got = lines(&out);
+    assert_eq!(got.len(), 4, "{got:?}");
+    for (i, text) in got.iter().enumerate() {
+        let (errors, words) = swictation::wer::word_errors(&clips[i].1, text);
+        assert!(
+            errors * 10 <= words,
+            "clip {i}: {errors} errors in {words} words: {text:?}"
+        );
+    }
+    for needle in [
+        "asr: enc cuda:0 dec cpu base 10s → enc cuda:0 dec cpu base 5s",
+        "vad: cuda:0 → cpu",
+        "asr requests held",
+        "stepping up",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+    eprintln!("total {:?}", t0.elapsed());
+}
