@@ -141,7 +141,7 @@ pub struct AsrConfig {
     pub decoder_device: Device,
     /// CPU threads for the model. Default 2.
     pub threads: usize,
-    /// Seconds of preceding audio/text context kept for recognition. Default 10.
+    /// Longest audio window recognised at once, seconds (longer segments are split). Default 10.
     pub context_s: f32,
 }
 
@@ -303,7 +303,8 @@ pub struct SupervisionConfig {
     pub restart_max: u32,
     /// The window for `restart_max`, seconds. Default 60.
     pub restart_window_s: u64,
-    /// A worker silent this long on a request is killed as hung, seconds. Default 10.
+    /// A worker silent this long on a request is killed as hung, seconds (plus time per unit of
+    /// work). Default 5.
     pub hang_timeout_s: u64,
 }
 
@@ -312,7 +313,7 @@ impl Default for SupervisionConfig {
         Self {
             restart_max: 5,
             restart_window_s: 60,
-            hang_timeout_s: 10,
+            hang_timeout_s: 5,
         }
     }
 }
@@ -492,7 +493,7 @@ pub const SCHEMA: &[SectionDoc] = &[
         keys: &[
             key("restart_max", "At most this many restarts of one worker within restart_window_s."),
             key("restart_window_s", "The window for restart_max, seconds."),
-            key("hang_timeout_s", "A worker silent this long on a request is killed as hung, seconds."),
+            key("hang_timeout_s", "A worker silent this long on a request (plus 2 s per second of audio for ASR; at most 3 s plus 10 ms per frame for the VAD) is killed as hung, seconds."),
         ],
     },
     SectionDoc {

@@ -148,6 +148,7 @@ pub fn pipeline_config(cfg: &Config, allow_faults: bool) -> PipelineConfig {
     let mut p = PipelineConfig::new(engine_config(cfg, allow_faults), segmenter);
     p.policy.max_failures = cfg.supervision.restart_max as usize;
     p.policy.window = Duration::from_secs(cfg.supervision.restart_window_s);
+    p.policy.hang_timeout = Duration::from_secs(cfg.supervision.hang_timeout_s);
     p
 }
 
@@ -414,6 +415,9 @@ impl Daemon {
                     .unwrap_or_default();
                 let source = match &c.error {
                     Some(e) => format!("{} (capture error, retrying: {e})", c.device),
+                    None if self.paused && c.handle.is_none() => {
+                        format!("{} (paused: capture closed)", c.device)
+                    }
                     None => c.device.clone(),
                 };
                 (stats.overruns, source)
@@ -423,6 +427,9 @@ impl Daemon {
         let context_s = self.cfg.asr.context_s;
         let queued = self.probe.counters.queued.load(Ordering::Relaxed) as usize;
         let uptime = self.started.elapsed().as_secs_f64();
+        for ms in self.probe.counters.take_vad_timings() {
+            self.latency.vad_frame.record(ms);
+        }
         let latency = self.latency.snapshot();
         let dropped = self.dropped;
         self.board.update(|s| {
@@ -431,6 +438,8 @@ impl Daemon {
             s.audio.level_dbfs = level;
             s.audio.overruns = overruns + dropped;
             s.queue_depth = queued;
+            s.latency.vad_frame_ms_p50 = latency.vad_frame_ms_p50;
+            s.latency.vad_frame_ms_p95 = latency.vad_frame_ms_p95;
             s.latency.asr_segment_ms_p50 = latency.asr_segment_ms_p50;
             s.latency.asr_segment_ms_p95 = latency.asr_segment_ms_p95;
             s.latency.speech_end_to_text_ms_p50 = latency.speech_end_to_text_ms_p50;
@@ -975,7 +984,9 @@ mod tests {
         cfg.supervision.restart_max = 3;
         cfg.supervision.restart_window_s = 30;
         cfg.audio.pre_roll_ms = 500;
+        cfg.supervision.hang_timeout_s = 12;
         let p = pipeline_config(&cfg, false);
+        assert_eq!(p.policy.hang_timeout, Duration::from_secs(12));
         assert_eq!(p.policy.max_failures, 3);
         assert_eq!(p.policy.window, Duration::from_secs(30));
         assert_eq!(p.segmenter.pad_before_ms, 500);

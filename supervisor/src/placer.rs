@@ -95,6 +95,24 @@ pub struct Placer {
     probe: Mutex<Box<dyn GpuProbe>>,
     state: Mutex<State>,
     hold: watch::Sender<bool>,
+    /// Time spent suspended so far, at the last tick (see [`suspended_so_far`]).
+    asleep: Mutex<Option<Duration>>,
+}
+
+/// Time the machine has spent suspended since boot: `CLOCK_BOOTTIME` counts suspend,
+/// `CLOCK_MONOTONIC` does not. Works with or without logind, and needs no D-Bus.
+pub fn suspended_so_far() -> Option<Duration> {
+    use nix::time::{clock_gettime, ClockId};
+    let boot = Duration::from(clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?);
+    let mono = Duration::from(clock_gettime(ClockId::CLOCK_MONOTONIC).ok()?);
+    Some(boot.saturating_sub(mono))
+}
+
+/// Whether the machine slept between two [`suspended_so_far`] readings, and for how long
+/// (shorter gaps are clock noise).
+pub fn slept(before: Duration, now: Duration) -> Option<Duration> {
+    let gap = now.saturating_sub(before);
+    (gap >= Duration::from_secs(2)).then_some(gap)
 }
 
 impl Placer {
@@ -130,6 +148,7 @@ impl Placer {
                 committed: [None, None],
             }),
             hold,
+            asleep: Mutex::new(suspended_so_far()),
         });
         placer.read();
         placer
@@ -517,8 +536,21 @@ impl Placer {
         }
     }
 
-    /// The once-a-second look: read, decide, and return the moves for serving workers.
+    /// The once-a-second look: read, decide, and return the moves for serving workers. After a
+    /// suspend, the GPU workers are restarted first.
     pub fn tick(&self) -> Vec<Order> {
+        let now = suspended_so_far();
+        let before = self
+            .asleep
+            .lock()
+            .ok()
+            .and_then(|mut a| std::mem::replace(&mut *a, now));
+        if let Some(gap) = before.zip(now).and_then(|(b, n)| slept(b, n)) {
+            let orders = self.after_suspend(gap);
+            if !orders.is_empty() {
+                return orders;
+            }
+        }
         let readings = self.read();
         let Ok(mut guard) = self.state.lock() else {
             return Vec::new();
@@ -551,6 +583,51 @@ impl Placer {
                     reason: c.reason,
                 });
             }
+        }
+        orders
+    }
+
+    /// The machine slept for `gap`: a CUDA context that lived through a suspend fails later with
+    /// "unspecified launch failure", so every serving worker on a GPU is restarted in place now
+    /// (break-before-make), before speech needs it.
+    pub fn after_suspend(&self, gap: Duration) -> Vec<Order> {
+        let Ok(mut guard) = self.state.lock() else {
+            return Vec::new();
+        };
+        let st = &mut *guard;
+        let why = format!(
+            "resumed from suspend ({} s asleep): restarting GPU workers before a stale CUDA context fails with \"unspecified launch failure\"",
+            gap.as_secs()
+        );
+        let mut orders = Vec::new();
+        let vad = (st.current.vad.state == WorkerState::Ready)
+            .then_some(st.current.vad.placement)
+            .flatten()
+            .filter(|d| *d != Device::Cpu)
+            .map(Spot::Vad);
+        let asr = (st.current.asr.state == WorkerState::Ready)
+            .then_some(st.current.asr.placement)
+            .flatten()
+            .filter(|p| p.gpu().is_some())
+            .map(Spot::Asr);
+        for (role, to) in [(Role::Vad, vad), (Role::Asr, asr)] {
+            let Some(to) = to else { continue };
+            set_state(&mut st.current, role, WorkerState::Starting, None);
+            orders.push(Order {
+                role,
+                to,
+                command: self.command(to),
+                switch: Switch::BreakBeforeMake,
+                reason: Reason {
+                    role,
+                    from: Some(to.to_string()),
+                    to: to.to_string(),
+                    why: why.clone(),
+                },
+            });
+        }
+        if !orders.is_empty() {
+            crate::log_warn!("{why}");
         }
         orders
     }
@@ -638,5 +715,104 @@ fn set_spot(c: &mut Current, to: Spot) {
     match to {
         Spot::Vad(d) => c.vad.placement = Some(d),
         Spot::Asr(p) => c.asr.placement = Some(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::ScriptedProbe;
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn sleep_is_a_jump_of_boottime_over_monotonic() {
+        let table = [
+            (s(0), s(0), None),
+            (s(5), s(5), None),
+            (s(5), s(6), None),
+            (s(5), s(7), Some(s(2))),
+            (s(5), s(3605), Some(s(3600))),
+            // The clocks never go back; if they seem to, nothing slept.
+            (s(9), s(3), None),
+        ];
+        for (before, now, want) in table {
+            assert_eq!(slept(before, now), want, "{before:?} → {now:?}");
+        }
+        let a = suspended_so_far().expect("both clocks readable");
+        let b = suspended_so_far().expect("both clocks readable");
+        assert_eq!(slept(a, b), None, "no suspend between two reads");
+    }
+
+    #[test]
+    fn after_a_suspend_only_serving_gpu_workers_restart_in_place() {
+        let script = r#"{"at_s": 0, "devices": [{"index": 0, "total_mb": 8192, "used_mb": 1000}]}"#;
+        let probe = ScriptedProbe::parse(
+            std::path::Path::new("t.jsonl"),
+            script,
+            Box::new(|| Duration::ZERO),
+        )
+        .expect("script parses");
+        let engine = EngineConfig {
+            simulate_gpu: true,
+            ..EngineConfig::default()
+        };
+        let placer = Placer::new(
+            Box::new(probe),
+            PlacementConfig::default(),
+            engine,
+            Board::new(),
+        );
+        // Both start: both on the GPU (room for everything).
+        placer.before_spawn(Role::Vad);
+        placer.before_spawn(Role::Asr);
+        assert_eq!(placer.placement_of(Role::Vad).as_deref(), Some("cuda:0"));
+        // Only the VAD is serving yet: only it is restarted.
+        placer.on_ready(Role::Vad, 11);
+        let orders = placer.after_suspend(s(40));
+        assert_eq!(orders.len(), 1);
+        let o = &orders[0];
+        assert_eq!(
+            (o.role, o.to, o.switch),
+            (
+                Role::Vad,
+                Spot::Vad(Device::Cuda(0)),
+                Switch::BreakBeforeMake
+            )
+        );
+        assert!(
+            o.reason
+                .to_string()
+                .starts_with("vad: cuda:0 again: resumed from suspend (40 s asleep)"),
+            "{}",
+            o.reason
+        );
+        // Now the ASR worker serves on the GPU; the VAD (being restarted) is not ordered twice.
+        placer.on_ready(Role::Asr, 12);
+        let orders = placer.after_suspend(s(40));
+        assert_eq!(
+            orders.iter().map(|o| o.role).collect::<Vec<_>>(),
+            [Role::Asr]
+        );
+        // Workers on the CPU keep running through a suspend.
+        let cpu = Placer::new(
+            Box::new(
+                ScriptedProbe::parse(
+                    std::path::Path::new("t.jsonl"),
+                    r#"{"at_s": 0, "no_gpu": "none here"}"#,
+                    Box::new(|| Duration::ZERO),
+                )
+                .expect("script parses"),
+            ),
+            PlacementConfig::default(),
+            EngineConfig::default(),
+            Board::new(),
+        );
+        cpu.before_spawn(Role::Asr);
+        cpu.on_ready(Role::Asr, 13);
+        assert_eq!(cpu.placement_of(Role::Asr).as_deref(), Some("cpu base 10s"));
+        assert!(cpu.after_suspend(s(40)).is_empty());
     }
 }

@@ -19,6 +19,9 @@ pub struct RestartPolicy {
     pub max_failures: usize,
     /// The window for `max_failures`.
     pub window: Duration,
+    /// A request unanswered this long (plus 2 s per second of ASR audio, 10 ms per VAD frame;
+    /// the VAD's part capped at 3 s) kills the worker as hung. Default 5 s.
+    pub hang_timeout: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -29,6 +32,7 @@ impl Default for RestartPolicy {
             stable_after: Duration::from_secs(60),
             max_failures: 5,
             window: Duration::from_secs(60),
+            hang_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -143,6 +143,31 @@ pub struct Counters {
     pub energy_frames: AtomicU64,
     /// Roles running degraded (bit 1: VAD on the energy detector, bit 2: ASR unavailable).
     pub degraded: std::sync::atomic::AtomicU8,
+    /// Milliseconds per VAD frame through the worker, per request, not yet taken by the
+    /// daemon's latency tracker (the newest [`VAD_TIMINGS_KEPT`] only).
+    pub vad_frame_ms: std::sync::Mutex<VecDeque<f64>>,
+}
+
+/// How many untaken VAD timings [`Counters::vad_frame_ms`] keeps.
+pub const VAD_TIMINGS_KEPT: usize = 4096;
+
+impl Counters {
+    /// Take the VAD timings recorded since the last call.
+    pub fn take_vad_timings(&self) -> Vec<f64> {
+        self.vad_frame_ms
+            .lock()
+            .map(|mut q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    fn record_vad(&self, ms_per_frame: f64) {
+        if let Ok(mut q) = self.vad_frame_ms.lock() {
+            if q.len() == VAD_TIMINGS_KEPT {
+                q.pop_front();
+            }
+            q.push_back(ms_per_frame);
+        }
+    }
 }
 
 /// What a finished pipeline reports.
@@ -457,8 +482,13 @@ async fn vad_stage(
                     }
                     continue;
                 }
+                let sent = Instant::now();
                 match sup.vad_frames(frames.clone()).await {
-                    Ok(p) => break p,
+                    Ok(p) => {
+                        let per_frame = sent.elapsed().as_secs_f64() * 1e3 / p.len().max(1) as f64;
+                        counters.record_vad(per_frame);
+                        break p;
+                    }
                     // The worker is gone: the same frames go to its successor.
                     Err(CallError::Failed(_)) => continue,
                     Err(CallError::Rejected(msg)) => {

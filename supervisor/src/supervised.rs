@@ -537,7 +537,8 @@ impl Supervised {
     pub async fn vad_frames(&mut self, samples: Vec<f32>) -> Result<Vec<f32>, CallError> {
         let frames = samples.len() / VAD_FRAME;
         let id = self.next_id();
-        let timeout = Duration::from_secs(3) + Duration::from_millis(10 * frames as u64);
+        let timeout = self.policy.hang_timeout.min(Duration::from_secs(3))
+            + Duration::from_millis(10 * frames as u64);
         match self
             .call(Request::VadFrames { id, samples }, timeout)
             .await?
@@ -557,7 +558,7 @@ impl Supervised {
     ) -> Result<String, CallError> {
         let id = self.next_id();
         let seconds = samples.len() as f64 / swictation_proto::SAMPLE_RATE as f64;
-        let timeout = Duration::from_secs_f64(5.0 + 2.0 * seconds);
+        let timeout = self.policy.hang_timeout + Duration::from_secs_f64(2.0 * seconds);
         match self
             .call(
                 Request::Transcribe {

@@ -312,7 +312,15 @@ fn pause_closes_capture_and_resume_reopens_it() {
         mic.fed() - fed,
         mic.lost() - lost
     );
-    let status = env.status().expect("status while paused");
+    let status = env.wait_status(
+        "status saying capture is closed",
+        Duration::from_secs(5),
+        |s| {
+            s["audio"]["source"]
+                .as_str()
+                .is_some_and(|src| src.contains("paused: capture closed"))
+        },
+    );
     assert_eq!(status["state"], "paused", "{status}");
     assert!(
         status["audio"]["level_dbfs"].is_null(),
