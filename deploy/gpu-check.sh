@@ -61,6 +61,10 @@ row "start: vad" "$(field vad placement) (device $(field vad device), vram $(fie
 row "start: asr" "$(field asr placement) (device $(field asr device), vram $(field asr vram_mb) MB)"
 raw "${CLIPS[0]}" >&7
 wait_for 60 "transcript 1" have 1
+sleep 1.2 # one status refresh, so the latencies include the whole first clip
+lat() { status | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency"]; f=lambda v: "-" if v is None else f"{v:.2f}"; print(" / ".join(f(l[k]) for k in sys.argv[1:]))' "$@"; }
+row "vad ms/frame on $(field vad placement), p50 / p95" "$(lat vad_frame_ms_p50 vad_frame_ms_p95)"
+row "asr ms/segment on $(field asr placement)" "$(lat asr_segment_ms_p50)"
 ASR0=$(field asr placement)
 mkfifo "$W/hold"
 "$W/bin/gpu-ballast" 0 97 <"$W/hold" >"$OUT/ballast.txt" 2>&1 &

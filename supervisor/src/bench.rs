@@ -445,8 +445,8 @@ impl Drop for CaptureChild {
     }
 }
 
-/// Bytes waiting in a FIFO (0 if it cannot be asked).
-fn queued(fifo: &File) -> usize {
+/// Bytes waiting in a FIFO (0 if it cannot be asked). Also used by the capture tests.
+pub fn fifo_queued(fifo: &File) -> usize {
     let mut n: nix::libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`.
     let rc = unsafe { nix::libc::ioctl(fifo.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
@@ -460,7 +460,7 @@ fn queued(fifo: &File) -> usize {
 /// exactly one period per read, so each read must find exactly one write).
 fn write_when_read(fifo: &mut File, bytes: &[u8]) -> std::result::Result<(), String> {
     let start = Instant::now();
-    while queued(fifo) > 0 {
+    while fifo_queued(fifo) > 0 {
         if start.elapsed() > READ_WAIT {
             return Err(format!(
                 "capture stopped reading its input for {:.0} s",

@@ -415,9 +415,8 @@ impl Daemon {
                     .unwrap_or_default();
                 let source = match &c.error {
                     Some(e) => format!("{} (capture error, retrying: {e})", c.device),
-                    None if self.paused && c.handle.is_none() => {
-                        format!("{} (paused: capture closed)", c.device)
-                    }
+                    // Pause closes the stream (the device is free for other programs).
+                    None if self.paused => format!("{} (paused: capture closed)", c.device),
                     None => c.device.clone(),
                 };
                 (stats.overruns, source)

@@ -74,6 +74,9 @@ struct State {
     /// rather than judging it again by a stricter rule (a step down under emergency may leave
     /// the card above critical; a fresh start there may not).
     committed: [Option<(Spot, Instant)>; 2],
+    /// Xid errors read but not yet decided on: a probe delivers each once, and not every read
+    /// is followed by a decision.
+    pending_xids: Vec<(u32, u64)>,
 }
 
 /// How long a committed placement stays fresh enough to start without a new decision.
@@ -146,6 +149,7 @@ impl Placer {
                 },
                 last: Availability::NoGpu("not read yet".into()),
                 committed: [None, None],
+                pending_xids: Vec::new(),
             }),
             hold,
             asleep: Mutex::new(suspended_so_far()),
@@ -182,6 +186,9 @@ impl Placer {
             Ok(mut st) => {
                 if self.engine.simulate_gpu {
                     self.add_simulated_use(&mut r, &st.current);
+                }
+                if let Availability::Available(g) = &r {
+                    st.pending_xids.extend(g.xid_errors.iter().copied());
                 }
                 st.last = r.clone();
                 [
@@ -288,8 +295,12 @@ impl Placer {
         readings: &Availability,
         event: Option<&FailureEvent>,
     ) -> Decision {
+        let mut readings = readings.clone();
+        if let Availability::Available(g) = &mut readings {
+            g.xid_errors = std::mem::take(&mut st.pending_xids);
+        }
         let d = decide(
-            readings,
+            &readings,
             &st.history,
             &st.current,
             event,
@@ -557,30 +568,38 @@ impl Placer {
         };
         let st = &mut *guard;
         let d = self.decide_now(st, &readings, None);
+        let changes = [
+            (
+                Role::Asr,
+                d.asr.map(|c| (Spot::Asr(c.to), c.switch, c.reason)),
+            ),
+            (
+                Role::Vad,
+                d.vad.map(|c| (Spot::Vad(c.to), c.switch, c.reason)),
+            ),
+        ];
         let mut orders = Vec::new();
-        if let Some(c) = d.asr {
-            if st.current.asr.state == WorkerState::Ready {
-                st.current.asr.state = WorkerState::Starting;
-                let to = Spot::Asr(c.to);
+        for (role, change) in changes {
+            let Some((to, switch, reason)) = change else {
+                continue;
+            };
+            let serving = match role {
+                Role::Vad => st.current.vad.state,
+                Role::Asr => st.current.asr.state,
+            } == WorkerState::Ready;
+            // Only a serving worker is moved; one starting or absent is placed when it starts.
+            if serving {
+                let pid = match role {
+                    Role::Vad => st.current.vad.pid,
+                    Role::Asr => st.current.asr.pid,
+                };
+                set_state(&mut st.current, role, WorkerState::Starting, pid);
                 orders.push(Order {
-                    role: Role::Asr,
+                    role,
                     to,
                     command: self.command(to),
-                    switch: c.switch,
-                    reason: c.reason,
-                });
-            }
-        }
-        if let Some(c) = d.vad {
-            if st.current.vad.state == WorkerState::Ready {
-                st.current.vad.state = WorkerState::Starting;
-                let to = Spot::Vad(c.to);
-                orders.push(Order {
-                    role: Role::Vad,
-                    to,
-                    command: self.command(to),
-                    switch: c.switch,
-                    reason: c.reason,
+                    switch,
+                    reason,
                 });
             }
         }
@@ -612,7 +631,12 @@ impl Placer {
             .map(Spot::Asr);
         for (role, to) in [(Role::Vad, vad), (Role::Asr, asr)] {
             let Some(to) = to else { continue };
-            set_state(&mut st.current, role, WorkerState::Starting, None);
+            // The pid stays: its VRAM is what the restart waits to see freed.
+            let pid = match role {
+                Role::Vad => st.current.vad.pid,
+                Role::Asr => st.current.asr.pid,
+            };
+            set_state(&mut st.current, role, WorkerState::Starting, pid);
             orders.push(Order {
                 role,
                 to,
@@ -814,5 +838,42 @@ mod tests {
         cpu.on_ready(Role::Asr, 13);
         assert_eq!(cpu.placement_of(Role::Asr).as_deref(), Some("cpu base 10s"));
         assert!(cpu.after_suspend(s(40)).is_empty());
+    }
+
+    #[test]
+    fn an_xid_read_without_a_decision_still_reaches_the_policy() {
+        // The script's only Xid is delivered by the very first read (in `Placer::new`, which
+        // decides nothing); the first decision must still see it and keep off the card.
+        let script = r#"{"at_s": 0, "devices": [{"index": 0, "total_mb": 8192, "used_mb": 1000}], "xid_errors": [[0, 79]]}"#;
+        let probe = ScriptedProbe::parse(
+            std::path::Path::new("t.jsonl"),
+            script,
+            Box::new(|| Duration::ZERO),
+        )
+        .expect("script parses");
+        let engine = EngineConfig {
+            simulate_gpu: true,
+            ..EngineConfig::default()
+        };
+        let board = Board::new();
+        let placer = Placer::new(
+            Box::new(probe),
+            PlacementConfig::default(),
+            engine,
+            board.clone(),
+        );
+        placer.before_spawn(Role::Asr);
+        assert_eq!(
+            placer.placement_of(Role::Asr).as_deref(),
+            Some("cpu base 10s")
+        );
+        let why = board
+            .snapshot()
+            .workers
+            .iter()
+            .find(|w| w.role == "asr")
+            .and_then(|w| w.placement_reason.clone())
+            .unwrap_or_default();
+        assert!(why.contains("suspect (Xid 79)"), "{why}");
     }
 }

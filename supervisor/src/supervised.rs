@@ -418,9 +418,11 @@ impl Supervised {
                 },
             }));
         };
+        // A liveness ping is not work: the worker does not show as busy for it.
+        let work = !matches!(request, Request::Ping { .. });
         let result = {
             let next = transition(self.state, WorkerEvent::RequestSent);
-            if next != self.state {
+            if work && next != self.state {
                 self.state = next;
                 self.board
                     .update_worker(self.role, |w| w.state = next.as_str().into());

@@ -481,9 +481,8 @@ pub fn samples_i16(path: &Path) -> Vec<i16> {
 /// never sees a stall between utterances.
 pub mod alsa_feed {
     use std::collections::VecDeque;
-    use std::fs::{File, OpenOptions};
+    use std::fs::OpenOptions;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
@@ -499,16 +498,6 @@ pub mod alsa_feed {
             nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
         )
         .expect("mkfifo");
-    }
-
-    fn queued(fifo: &File) -> usize {
-        let mut n: nix::libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`.
-        let rc = unsafe { nix::libc::ioctl(fifo.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
-        if rc != 0 {
-            return 0;
-        }
-        usize::try_from(n).unwrap_or(0)
     }
 
     /// How long a microphone-like feeder ([`Feeder::start_mic`]) waits for the reader to take
@@ -570,7 +559,7 @@ pub mod alsa_feed {
                     let bytes: Vec<u8> = period.iter().flat_map(|v| v.to_le_bytes()).collect();
                     // Each write only once the reader has taken the previous one.
                     let mut taken = true;
-                    while queued(&writer) > 0 && !s.load(Ordering::SeqCst) {
+                    while swictation::bench::fifo_queued(&writer) > 0 && !s.load(Ordering::SeqCst) {
                         if mic && Instant::now() >= due + UNREAD_GRACE {
                             taken = false;
                             break;

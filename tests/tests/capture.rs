@@ -18,7 +18,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -321,19 +320,10 @@ fn count(stats: &Value, key: &str) -> u64 {
     stats[key].as_u64().unwrap_or(0)
 }
 
-/// Bytes waiting in the FIFO.
-fn queued(fifo: &File) -> usize {
-    let mut n: nix::libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`.
-    let rc = unsafe { nix::libc::ioctl(fifo.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
-    assert_eq!(rc, 0, "FIONREAD on the FIFO failed");
-    usize::try_from(n).unwrap_or(0)
-}
-
 /// Writes `bytes` once the reader has taken everything written before, so
 /// that each of its reads gets exactly one write.
 fn write_when_empty(writer: &mut File, bytes: &[u8]) {
-    while queued(writer) > 0 {
+    while swictation::bench::fifo_queued(writer) > 0 {
         std::thread::sleep(Duration::from_micros(200));
     }
     writer.write_all(bytes).expect("write FIFO");

@@ -17,6 +17,14 @@ fn worker<'a>(status: &'a Value, role: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {role} worker in {status}"))
 }
 
+/// A worker's state, `Null` before the worker is listed.
+fn state_of<'a>(status: &'a Value, role: &str) -> &'a Value {
+    status["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == role))
+        .map_or(&Value::Null, |w| &w["state"])
+}
+
 fn pid_of(status: &Value, role: &str) -> Option<u32> {
     worker(status, role)["pid"].as_u64().map(|p| p as u32)
 }
@@ -165,10 +173,16 @@ fn commands_answer_at_once_while_the_asr_worker_is_busy() {
     files.extend(clip_paths());
     let mut daemon =
         DaemonProcess::spawn(env.cmd().args(["run", "--fast", "--input"]).args(&files));
+    // The ASR worker's state is published as `busy` while it works on a segment.
     let s = env.wait_status(
         "the ASR worker busy with a queue",
         Duration::from_secs(90),
-        |s| s["state"] == "listening" && both_ready(s) && s["queue_depth"].as_u64() >= Some(1),
+        |s| {
+            s["state"] == "listening"
+                && state_of(s, "vad") == "ready"
+                && state_of(s, "asr") == "busy"
+                && s["queue_depth"].as_u64() >= Some(1)
+        },
     );
     eprintln!("busy after {:?}: queue {}", t0.elapsed(), s["queue_depth"]);
 

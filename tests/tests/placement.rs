@@ -40,7 +40,11 @@ fn placed(s: &Value, role: &str, want: &str) -> bool {
     s["workers"]
         .as_array()
         .and_then(|w| w.iter().find(|w| w["role"] == role))
-        .is_some_and(|w| w["placement"] == want && w["state"] == "ready" && w["pid"].is_u64())
+        .is_some_and(|w| {
+            w["placement"] == want
+                && (w["state"] == "ready" || w["state"] == "busy")
+                && w["pid"].is_u64()
+        })
 }
 
 fn s16le(samples: &[i16]) -> Vec<u8> {
