@@ -22,7 +22,7 @@ python3 -c "$X" <"$UP/bins.tar.xz" | tar xf - -C "$W/bin"
 cat "$UP"/data.xz.0* >"$W/data.tar.xz"
 echo "$(cat "$UP/data.sha256")  $W/data.tar.xz" | sha256sum -c - || exit 1
 python3 -c "$X" <"$W/data.tar.xz" | tar xf - -C "$W/data/swictation"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$ORT
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$ORT:$W/bin
 export SWICTATION_ORT_LIB=$ORT/libonnxruntime.so.1.31.1
 export XDG_DATA_HOME=$W/data XDG_RUNTIME_DIR=$W/run XDG_STATE_HOME=$W/state XDG_CONFIG_HOME=$W/config
 S=$W/bin/swictation

@@ -11,6 +11,8 @@ rm -rf .gpu-up && mkdir -p .gpu-up/{1,2,3,4} .gpu-up/tmp
 for b in swictation swictation-asr-worker swictation-vad-worker gpu-ballast; do
     cp "target/release/$b" .gpu-up/tmp/ && strip ".gpu-up/tmp/$b"
 done
+# cpal links ALSA, which the GPU machine lacks: bring this machine's libasound beside the binaries.
+cp -L "$(ldconfig -p | awk '/libasound.so.2 / {print $NF; exit}')" .gpu-up/tmp/
 tar cf - -C .gpu-up/tmp . | xz -T0 -6 >.gpu-up/4/bins.tar.xz
 tar cf - -C "$data" models/silero-vad models/moonshine-base-en speech | xz -T0 -6 >.gpu-up/tmp/data.tar.xz
 # Room left beside each stage folder (64 MiB less the stage and ~2 MiB for the working tree).
