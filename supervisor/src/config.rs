@@ -277,6 +277,15 @@ pub struct GpuConfig {
     pub critical_pct: f32,
     /// Above this, hold ASR requests and step ASR down. Default 95.
     pub emergency_pct: f32,
+    /// The warning threshold as MB in use instead of a percentage. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning_mb: Option<u64>,
+    /// The critical threshold as MB in use instead of a percentage. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical_mb: Option<u64>,
+    /// The emergency threshold as MB in use instead of a percentage. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emergency_mb: Option<u64>,
 }
 
 impl Default for GpuConfig {
@@ -291,6 +300,9 @@ impl Default for GpuConfig {
             warning_pct: 80.0,
             critical_pct: 87.5,
             emergency_pct: 95.0,
+            warning_mb: None,
+            critical_mb: None,
+            emergency_mb: None,
         }
     }
 }
@@ -485,6 +497,9 @@ pub const SCHEMA: &[SectionDoc] = &[
             key("warning_pct", "Above this, log a warning."),
             key("critical_pct", "Above this, move the VAD off the GPU and place nothing new there."),
             key("emergency_pct", "Above this, hold new ASR requests (never dropped) and step ASR down a rung."),
+            opt("warning_mb", "The warning threshold as MB in use; replaces warning_pct when set.", "3200"),
+            opt("critical_mb", "The critical threshold as MB in use; replaces critical_pct when set.", "3500"),
+            opt("emergency_mb", "The emergency threshold as MB in use; replaces emergency_pct when set.", "3800"),
         ],
     },
     SectionDoc {
@@ -807,6 +822,18 @@ impl Config {
             ));
         }
 
+        let mb = [
+            ("gpu.warning_mb", g.warning_mb),
+            ("gpu.critical_mb", g.critical_mb),
+            ("gpu.emergency_mb", g.emergency_mb),
+        ];
+        for pair in mb.windows(2) {
+            if let [(lo_key, Some(lo)), (key, Some(hi))] = pair {
+                if hi <= lo {
+                    return Err(invalid(key, hi, format!("must be above {lo_key} ({lo})")));
+                }
+            }
+        }
         check("gpu.margin_mb", g.margin_mb, 0, 1_000_000)?;
         check("gpu.hysteresis_mb", g.hysteresis_mb, 0, 1_000_000)?;
         check("gpu.promote_after_s", g.promote_after_s, 0.0, 86_400.0)?;
@@ -947,6 +974,9 @@ mod tests {
             models_dir: Some("/m".into()),
         };
         c.output.file = Some("/f".into());
+        c.gpu.warning_mb = Some(1);
+        c.gpu.critical_mb = Some(2);
+        c.gpu.emergency_mb = Some(3);
         let full = toml::Table::try_from(&c).unwrap();
         let mut from_structs: Vec<String> = Vec::new();
         for (s, t) in &full {
@@ -1178,6 +1208,26 @@ mod tests {
                 "[gpu]\nwarning_pct = nan\n",
                 "gpu.warning_pct",
                 "between 0 and 100",
+            ),
+            (
+                "[gpu]\ncritical_mb = 3500\nemergency_mb = 3000\n",
+                "gpu.emergency_mb",
+                "must be above gpu.critical_mb (3500)",
+            ),
+            (
+                "[gpu]\nasr_ladder = [\"device=tpu\"]\n",
+                "gpu.asr_ladder",
+                "unknown device",
+            ),
+            (
+                "[gpu]\nvad_ladder = \"cuda\"\n",
+                "gpu.vad_ladder",
+                "needs cpu",
+            ),
+            (
+                "[gpu]\nplacement = \"manual\"\n",
+                "gpu.placement",
+                "unknown variant",
             ),
             (
                 "[supervision]\nrestart_window_s = 0\n",

@@ -106,14 +106,14 @@ pub enum ControlError {
         /// The socket tried.
         path: PathBuf,
     },
-    /// Talking to the socket failed.
-    #[error("control socket {}: {source}", path.display())]
+    /// Talking to the socket failed. (The I/O error is part of the message, not a separate
+    /// source, so error chains do not print it twice.)
+    #[error("control socket {}: {error}", path.display())]
     Io {
         /// The socket.
         path: PathBuf,
         /// What failed.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The daemon's answer was not the protocol.
     #[error("unexpected answer from the daemon: {0}")]
@@ -542,7 +542,7 @@ async fn connect(path: &Path) -> Result<UnixStream, ControlError> {
         },
         _ => ControlError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         },
     })
 }
@@ -561,9 +561,9 @@ async fn read_response<R: AsyncBufRead + Unpin>(
     rd: &mut R,
     path: &Path,
 ) -> Result<Value, ControlError> {
-    let io_err = |source| ControlError::Io {
+    let io_err = |error| ControlError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut buf = Vec::new();
     let line = match tokio::time::timeout(CLIENT_TIMEOUT, read_line(rd, &mut buf)).await {
@@ -635,7 +635,7 @@ async fn write_failed<R: AsyncBufRead + Unpin>(
         Ok(Err(answer @ ControlError::Daemon(_))) => answer,
         _ => ControlError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         },
     }
 }
@@ -653,9 +653,9 @@ pub async fn subscribe_at(
 ) -> Result<(), ControlError> {
     let stream = connect(path).await?;
     let (rd, mut wr) = stream.into_split();
-    let io_err = |source| ControlError::Io {
+    let io_err = |error| ControlError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut rd = BufReader::new(rd);
     if let Err(source) = write_json(

@@ -665,9 +665,15 @@ impl PlacementConfig {
     pub fn from_gpu_config(g: &GpuConfig) -> Self {
         Self {
             thresholds: Thresholds {
-                warning: Threshold::Pct(g.warning_pct),
-                critical: Threshold::Pct(g.critical_pct),
-                emergency: Threshold::Pct(g.emergency_pct),
+                warning: g
+                    .warning_mb
+                    .map_or(Threshold::Pct(g.warning_pct), Threshold::UsedMb),
+                critical: g
+                    .critical_mb
+                    .map_or(Threshold::Pct(g.critical_pct), Threshold::UsedMb),
+                emergency: g
+                    .emergency_mb
+                    .map_or(Threshold::Pct(g.emergency_pct), Threshold::UsedMb),
             },
             ..Self::default()
         }
@@ -2682,6 +2688,19 @@ mod tests {
         assert_eq!(
             PlacementConfig::from_gpu_config(&g).thresholds.critical,
             Threshold::Pct(80.0)
+        );
+        let g = GpuConfig {
+            critical_mb: Some(3500),
+            ..g
+        };
+        let t = PlacementConfig::from_gpu_config(&g).thresholds;
+        assert_eq!(
+            (t.warning, t.critical, t.emergency),
+            (
+                Threshold::Pct(70.0),
+                Threshold::UsedMb(3500),
+                Threshold::Pct(90.0)
+            )
         );
     }
 
