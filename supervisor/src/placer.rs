@@ -589,21 +589,31 @@ impl Placer {
             } == WorkerState::Ready;
             // Only a serving worker is moved; one starting or absent is placed when it starts.
             if serving {
-                let pid = match role {
-                    Role::Vad => st.current.vad.pid,
-                    Role::Asr => st.current.asr.pid,
-                };
-                set_state(&mut st.current, role, WorkerState::Starting, pid);
-                orders.push(Order {
-                    role,
-                    to,
-                    command: self.command(to),
-                    switch,
-                    reason,
-                });
+                orders.push(self.order(&mut st.current, to, switch, reason));
             }
         }
         orders
+    }
+
+    /// An order moving `to`'s worker, which counts as starting until the order is carried out.
+    /// Its pid stays: the VRAM it holds is what a break-before-make start waits to see freed.
+    fn order(&self, current: &mut Current, to: Spot, switch: Switch, reason: Reason) -> Order {
+        let role = match to {
+            Spot::Vad(_) => Role::Vad,
+            Spot::Asr(_) => Role::Asr,
+        };
+        let pid = match role {
+            Role::Vad => current.vad.pid,
+            Role::Asr => current.asr.pid,
+        };
+        set_state(current, role, WorkerState::Starting, pid);
+        Order {
+            role,
+            to,
+            command: self.command(to),
+            switch,
+            reason,
+        }
     }
 
     /// The machine slept for `gap`: a CUDA context that lived through a suspend fails later with
@@ -631,24 +641,13 @@ impl Placer {
             .map(Spot::Asr);
         for (role, to) in [(Role::Vad, vad), (Role::Asr, asr)] {
             let Some(to) = to else { continue };
-            // The pid stays: its VRAM is what the restart waits to see freed.
-            let pid = match role {
-                Role::Vad => st.current.vad.pid,
-                Role::Asr => st.current.asr.pid,
-            };
-            set_state(&mut st.current, role, WorkerState::Starting, pid);
-            orders.push(Order {
+            let reason = Reason {
                 role,
-                to,
-                command: self.command(to),
-                switch: Switch::BreakBeforeMake,
-                reason: Reason {
-                    role,
-                    from: Some(to.to_string()),
-                    to: to.to_string(),
-                    why: why.clone(),
-                },
-            });
+                from: Some(to.to_string()),
+                to: to.to_string(),
+                why: why.clone(),
+            };
+            orders.push(self.order(&mut st.current, to, Switch::BreakBeforeMake, reason));
         }
         if !orders.is_empty() {
             crate::log_warn!("{why}");
