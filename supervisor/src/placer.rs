@@ -750,6 +750,21 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    /// A placer reading a one-line script, GPU placements simulated, reporting to `board`.
+    fn scripted(script: &str, board: Board) -> Arc<Placer> {
+        let probe = ScriptedProbe::parse(
+            std::path::Path::new("t.jsonl"),
+            script,
+            Box::new(|| Duration::ZERO),
+        )
+        .expect("script parses");
+        let engine = EngineConfig {
+            simulate_gpu: true,
+            ..EngineConfig::default()
+        };
+        Placer::new(Box::new(probe), PlacementConfig::default(), engine, board)
+    }
+
     #[test]
     fn sleep_is_a_jump_of_boottime_over_monotonic() {
         let table = [
@@ -771,21 +786,8 @@ mod tests {
 
     #[test]
     fn after_a_suspend_only_serving_gpu_workers_restart_in_place() {
-        let script = r#"{"at_s": 0, "devices": [{"index": 0, "total_mb": 8192, "used_mb": 1000}]}"#;
-        let probe = ScriptedProbe::parse(
-            std::path::Path::new("t.jsonl"),
-            script,
-            Box::new(|| Duration::ZERO),
-        )
-        .expect("script parses");
-        let engine = EngineConfig {
-            simulate_gpu: true,
-            ..EngineConfig::default()
-        };
-        let placer = Placer::new(
-            Box::new(probe),
-            PlacementConfig::default(),
-            engine,
+        let placer = scripted(
+            r#"{"at_s": 0, "devices": [{"index": 0, "total_mb": 8192, "used_mb": 1000}]}"#,
             Board::new(),
         );
         // Both start: both on the GPU (room for everything).
@@ -820,19 +822,7 @@ mod tests {
             [Role::Asr]
         );
         // Workers on the CPU keep running through a suspend.
-        let cpu = Placer::new(
-            Box::new(
-                ScriptedProbe::parse(
-                    std::path::Path::new("t.jsonl"),
-                    r#"{"at_s": 0, "no_gpu": "none here"}"#,
-                    Box::new(|| Duration::ZERO),
-                )
-                .expect("script parses"),
-            ),
-            PlacementConfig::default(),
-            EngineConfig::default(),
-            Board::new(),
-        );
+        let cpu = scripted(r#"{"at_s": 0, "no_gpu": "none here"}"#, Board::new());
         cpu.before_spawn(Role::Asr);
         cpu.on_ready(Role::Asr, 13);
         assert_eq!(cpu.placement_of(Role::Asr).as_deref(), Some("cpu base 10s"));
@@ -843,22 +833,9 @@ mod tests {
     fn an_xid_read_without_a_decision_still_reaches_the_policy() {
         // The script's only Xid is delivered by the very first read (in `Placer::new`, which
         // decides nothing); the first decision must still see it and keep off the card.
-        let script = r#"{"at_s": 0, "devices": [{"index": 0, "total_mb": 8192, "used_mb": 1000}], "xid_errors": [[0, 79]]}"#;
-        let probe = ScriptedProbe::parse(
-            std::path::Path::new("t.jsonl"),
-            script,
-            Box::new(|| Duration::ZERO),
-        )
-        .expect("script parses");
-        let engine = EngineConfig {
-            simulate_gpu: true,
-            ..EngineConfig::default()
-        };
         let board = Board::new();
-        let placer = Placer::new(
-            Box::new(probe),
-            PlacementConfig::default(),
-            engine,
+        let placer = scripted(
+            r#"{"at_s": 0, "devices": [{"index": 0, "total_mb": 8192, "used_mb": 1000}], "xid_errors": [[0, 79]]}"#,
             board.clone(),
         );
         placer.before_spawn(Role::Asr);
