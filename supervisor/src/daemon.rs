@@ -784,6 +784,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut pcfg = pipeline_config(&config, allow_faults);
     pcfg.engine.simulate_gpu = gpu_script.is_some();
     let placer = Placer::new(gpu_probe, placement, pcfg.engine.clone(), board.clone());
+    let sleep_watch = tokio::spawn(crate::sleep::watch(placer.clone(), board.clone()));
     let mut pipeline = Pipeline::new(pcfg, board.clone()).with_placer(placer);
     let probe = pipeline.probe();
     let (stage, stage_rx) = stages::stage_channels();
@@ -903,6 +904,8 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         }
     };
+    // No more GPU work to protect: let go of logind's delay lock.
+    sleep_watch.abort();
     // The pipeline has delivered everything: drain the transcripts it sent on the way out.
     d.begin_stop("all input transcribed");
     while let Ok((seg, at)) = text_rx.try_recv() {

@@ -166,6 +166,7 @@ pub fn run(config: Result<(Config, PathBuf), crate::config::ConfigError>) -> Vec
         ),
     });
     rows.push(audio_row());
+    rows.push(sleep_row());
     rows.extend(output_rows(&cfg));
     rows.push(socket_row());
     rows
@@ -401,6 +402,32 @@ fn gpu_row() -> Check {
             Verdict::Warn,
             format!("{} present, but nvidia-smi lists no GPU", nvml.display()),
             "check the driver with `nvidia-smi`",
+        ),
+    }
+}
+
+/// Whether sleep and wake come from logind over the system bus (bounded: a bus that does not
+/// answer is no bus).
+fn sleep_row() -> Check {
+    let found = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), crate::sleep::probe())
+                    .await
+                    .map_err(|_| "the system bus did not answer within 5 s".to_owned())?
+                    .map_err(|e| e.to_string())
+            })
+        });
+    match found {
+        Ok(detail) => Check::new("sleep and wake", Verdict::Pass, detail, ""),
+        Err(e) => Check::new(
+            "sleep and wake",
+            Verdict::Warn,
+            format!("{e}: a sleep is noticed from the clocks after waking"),
+            "none needed: GPU workers still restart after a sleep, a second later and without finishing GPU work first; for logind's notice, run under systemd",
         ),
     }
 }

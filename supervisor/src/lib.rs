@@ -18,6 +18,7 @@ pub mod placement;
 pub mod placer;
 pub mod restart;
 pub mod segmenter;
+pub mod sleep;
 pub mod soak;
 pub mod stages;
 pub mod status;

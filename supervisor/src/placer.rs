@@ -14,6 +14,11 @@
 //!   both fit at once.
 //!
 //! The circuit breaker ([`Placer::held`]) tells the ASR stage to keep requests queued.
+//!
+//! Sleep: logind's word, where there is a system bus ([`crate::sleep`]), comes in through
+//! [`Placer::on_sleeping`] (requests are held: no CUDA work while the GPU suspends) and
+//! [`Placer::on_woken`]; the clocks (`CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`) tell on their own
+//! within a tick of waking. Whichever tells first, the serving GPU workers restart once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,10 +102,126 @@ pub struct Placer {
     epoch: Instant,
     probe: Mutex<Box<dyn GpuProbe>>,
     state: Mutex<State>,
-    hold: watch::Sender<bool>,
+    hold: watch::Sender<Option<Hold>>,
     /// Time spent suspended so far, at the last tick (see [`suspended_so_far`]).
     asleep: Mutex<Option<Duration>>,
+    sleep: Mutex<Sleep>,
 }
+
+/// Why new ASR requests are held (see [`Placer::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// GPU memory is at the emergency threshold: wait for ASR to step down or the pressure to
+    /// pass.
+    Memory,
+    /// The machine is about to sleep, or has just woken and its GPU workers are restarting.
+    Sleep,
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hold::Memory => "GPU memory emergency",
+            Hold::Sleep => "sleep: GPU work waits for the wake and the restarted GPU workers",
+        })
+    }
+}
+
+/// What logind and the clocks said about sleeping: a small state machine, time passed in.
+#[derive(Debug, Default)]
+struct Sleep {
+    /// The policy's own circuit breaker, which a sleep adds to.
+    policy_hold: bool,
+    /// Requests are held for a sleep since then: logind said the machine is about to sleep, or
+    /// it woke and the restart orders are on their way (monotonic time, which stops while
+    /// asleep).
+    going: Option<Instant>,
+    /// The restart orders went out at the last tick: the hold ends at this one, when the stages
+    /// have them ahead of any request.
+    release_next: bool,
+    /// logind said the machine woke.
+    woke: bool,
+    /// When the GPU workers last restarted after a sleep.
+    restarted: Option<Instant>,
+}
+
+/// What a tick does about sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Nothing to do.
+    No,
+    /// Restart the serving GPU workers: the machine woke (as told by logind, the clocks, or
+    /// both).
+    Restart { by_logind: bool, by_clocks: bool },
+}
+
+impl Sleep {
+    /// logind: about to sleep.
+    fn going(&mut self, now: Instant) {
+        self.going = Some(now);
+    }
+
+    /// The tick at `now`, the clocks having seen a sleep since the last one or not.
+    fn tick(&mut self, now: Instant, clocks_slept: bool) -> Wake {
+        if std::mem::take(&mut self.release_next) {
+            self.going = None;
+        }
+        let by_logind = std::mem::take(&mut self.woke);
+        if self
+            .going
+            .is_some_and(|t| now.saturating_duration_since(t) > SLEEP_GIVE_UP)
+        {
+            crate::log_warn!(
+                "logind said the machine would sleep {} s ago but it never did: requests flow again",
+                SLEEP_GIVE_UP.as_secs()
+            );
+            self.going = None;
+        }
+        if !(by_logind || clocks_slept) {
+            return Wake::No;
+        }
+        if self
+            .restarted
+            .is_some_and(|t| now.saturating_duration_since(t) <= SAME_WAKE)
+        {
+            // The second telling of a wake already acted on.
+            self.going = None;
+            return Wake::No;
+        }
+        self.restarted = Some(now);
+        Wake::Restart {
+            by_logind,
+            by_clocks: clocks_slept,
+        }
+    }
+
+    /// The restart orders are out (or there were none): requests wait one tick more, so each
+    /// stage has its order before any of them reaches a worker whose CUDA context lived
+    /// through the sleep.
+    fn ordered(&mut self, now: Instant, any: bool) {
+        if any {
+            self.going.get_or_insert(now);
+            self.release_next = true;
+        } else {
+            self.going = None;
+        }
+    }
+
+    /// Why requests are held, if they are.
+    fn hold(&self) -> Option<Hold> {
+        if self.going.is_some() {
+            Some(Hold::Sleep)
+        } else {
+            self.policy_hold.then_some(Hold::Memory)
+        }
+    }
+}
+
+/// One restart per wake: logind and the clocks both tell of it, a moment apart.
+const SAME_WAKE: Duration = Duration::from_secs(10);
+/// A sleep logind announced but never ended stops holding requests after this long awake
+/// (monotonic time stops while the machine sleeps, so a real sleep never runs it out).
+const SLEEP_GIVE_UP: Duration = Duration::from_secs(30);
 
 /// Time the machine has spent suspended since boot: `CLOCK_BOOTTIME` counts suspend,
 /// `CLOCK_MONOTONIC` does not. Works with or without logind, and needs no D-Bus.
@@ -134,7 +255,7 @@ impl Placer {
         };
         crate::log_info!("GPU readings: {described}");
         board.update(|s| s.gpu_probe = Some(described));
-        let (hold, _) = watch::channel(false);
+        let (hold, _) = watch::channel(None);
         let placer = Arc::new(Self {
             cfg,
             engine,
@@ -153,13 +274,14 @@ impl Placer {
             }),
             hold,
             asleep: Mutex::new(suspended_so_far()),
+            sleep: Mutex::new(Sleep::default()),
         });
         placer.read();
         placer
     }
 
-    /// The circuit breaker: `true` while new ASR requests must wait.
-    pub fn held(&self) -> watch::Receiver<bool> {
+    /// The circuit breaker: `Some(why)` while new ASR requests must wait.
+    pub fn held(&self) -> watch::Receiver<Option<Hold>> {
         self.hold.subscribe()
     }
 
@@ -314,12 +436,76 @@ impl Placer {
                 message: line.clone(),
             });
         }
-        let held = d.hold_asr_requests;
+        self.set_hold(Some(d.hold_asr_requests));
+        d
+    }
+
+    /// Set the circuit breaker: the policy's (`Some`: its new word) or a sleep's.
+    fn set_hold(&self, policy: Option<bool>) {
+        let held = match self.sleep.lock() {
+            Ok(mut sl) => {
+                if let Some(p) = policy {
+                    sl.policy_hold = p;
+                }
+                sl.hold()
+            }
+            Err(_) => policy.unwrap_or(false).then_some(Hold::Memory),
+        };
         if *self.hold.borrow() != held {
             self.hold.send_replace(held);
-            self.board.update(|s| s.asr_held = held);
+            self.board.update(|s| s.asr_held = held.is_some());
         }
-        d
+    }
+
+    /// logind says the machine is about to sleep: hold new ASR requests (they stay queued) so
+    /// no CUDA work runs while the GPU suspends, until the wake restarts the GPU workers.
+    pub fn on_sleeping(&self) {
+        if let Ok(mut sl) = self.sleep.lock() {
+            sl.going(Instant::now());
+        }
+        self.set_hold(None);
+        let message =
+            "going to sleep (logind): new ASR requests wait until the GPU workers are restarted after waking";
+        crate::log_info!("{message}");
+        self.board.emit(Event::GpuNotice {
+            message: message.into(),
+        });
+    }
+
+    /// logind says the machine woke: the next tick restarts the serving GPU workers.
+    pub fn on_woken(&self) {
+        if let Ok(mut sl) = self.sleep.lock() {
+            sl.woke = true;
+        }
+    }
+
+    /// After a sleep (told by logind, or seen in the clocks as `gap` asleep), the orders that
+    /// restart the GPU workers, once per wake; and the end of the hold a coming sleep put on.
+    fn wake_orders(&self, gap: Option<Duration>) -> Vec<Order> {
+        let wake = match self.sleep.lock() {
+            Ok(mut sl) => sl.tick(Instant::now(), gap.is_some()),
+            Err(_) => Wake::No,
+        };
+        let Wake::Restart {
+            by_logind,
+            by_clocks,
+        } = wake
+        else {
+            self.set_hold(None);
+            return Vec::new();
+        };
+        let source = match (by_logind, by_clocks) {
+            (true, true) => "logind and the clocks",
+            (true, false) => "logind",
+            _ => "the clocks",
+        };
+        crate::log_info!("woke from sleep (told by {source})");
+        let orders = self.after_suspend(gap);
+        if let Ok(mut sl) = self.sleep.lock() {
+            sl.ordered(Instant::now(), !orders.is_empty());
+        }
+        self.set_hold(None);
+        orders
     }
 
     /// Say where a worker goes and why: log, event stream, status.
@@ -556,11 +742,10 @@ impl Placer {
             .lock()
             .ok()
             .and_then(|mut a| std::mem::replace(&mut *a, now));
-        if let Some(gap) = before.zip(now).and_then(|(b, n)| slept(b, n)) {
-            let orders = self.after_suspend(gap);
-            if !orders.is_empty() {
-                return orders;
-            }
+        let gap = before.zip(now).and_then(|(b, n)| slept(b, n));
+        let orders = self.wake_orders(gap);
+        if !orders.is_empty() {
+            return orders;
         }
         let readings = self.read();
         let Ok(mut guard) = self.state.lock() else {
@@ -616,17 +801,17 @@ impl Placer {
         }
     }
 
-    /// The machine slept for `gap`: a CUDA context that lived through a suspend fails later with
-    /// "unspecified launch failure", so every serving worker on a GPU is restarted in place now
-    /// (break-before-make), before speech needs it.
-    pub fn after_suspend(&self, gap: Duration) -> Vec<Order> {
+    /// The machine slept (for `gap`, where the clocks tell): a CUDA context that lived through a
+    /// suspend fails later with "unspecified launch failure", so every serving worker on a GPU
+    /// is restarted in place now (break-before-make), before speech needs it.
+    pub fn after_suspend(&self, gap: Option<Duration>) -> Vec<Order> {
         let Ok(mut guard) = self.state.lock() else {
             return Vec::new();
         };
         let st = &mut *guard;
+        let asleep = gap.map_or(String::new(), |g| format!(" ({} s asleep)", g.as_secs()));
         let why = format!(
-            "resumed from suspend ({} s asleep): restarting GPU workers before a stale CUDA context fails with \"unspecified launch failure\"",
-            gap.as_secs()
+            "resumed from suspend{asleep}: restarting GPU workers before a stale CUDA context fails with \"unspecified launch failure\""
         );
         let mut orders = Vec::new();
         let vad = (st.current.vad.state == WorkerState::Ready)
@@ -796,7 +981,7 @@ mod tests {
         assert_eq!(placer.placement_of(Role::Vad).as_deref(), Some("cuda:0"));
         // Only the VAD is serving yet: only it is restarted.
         placer.on_ready(Role::Vad, 11);
-        let orders = placer.after_suspend(s(40));
+        let orders = placer.after_suspend(Some(s(40)));
         assert_eq!(orders.len(), 1);
         let o = &orders[0];
         assert_eq!(
@@ -816,7 +1001,7 @@ mod tests {
         );
         // Now the ASR worker serves on the GPU; the VAD (being restarted) is not ordered twice.
         placer.on_ready(Role::Asr, 12);
-        let orders = placer.after_suspend(s(40));
+        let orders = placer.after_suspend(Some(s(40)));
         assert_eq!(
             orders.iter().map(|o| o.role).collect::<Vec<_>>(),
             [Role::Asr]
@@ -826,7 +1011,195 @@ mod tests {
         cpu.before_spawn(Role::Asr);
         cpu.on_ready(Role::Asr, 13);
         assert_eq!(cpu.placement_of(Role::Asr).as_deref(), Some("cpu base 10s"));
-        assert!(cpu.after_suspend(s(40)).is_empty());
+        assert!(cpu.after_suspend(Some(s(40))).is_empty());
+    }
+
+    /// The sleep bookkeeping, step by step: (what happens, seconds after start, the tick's
+    /// answer, the hold after it).
+    #[test]
+    fn sleep_and_wake_table() {
+        #[derive(Debug, Clone, Copy)]
+        enum Step {
+            /// logind: about to sleep.
+            Going,
+            /// logind: woke.
+            Woke,
+            /// A tick; the clocks saw a sleep since the last one, or not.
+            Tick { clocks: bool },
+            /// The restart orders went out (some, or none: no worker on a GPU).
+            Ordered { any: bool },
+        }
+        use Step::*;
+        let restart = |by_logind, by_clocks| Wake::Restart {
+            by_logind,
+            by_clocks,
+        };
+        // (case, steps with their time in seconds, and after each the tick's answer (for
+        // ticks) and the hold)
+        type Row = (Step, u64, Option<Wake>, Option<Hold>);
+        let cases: Vec<(&str, Vec<Row>)> = vec![
+            (
+                "logind sleep and wake: hold from the notice until a tick after the orders",
+                vec![
+                    (Going, 0, None, Some(Hold::Sleep)),
+                    (Tick { clocks: false }, 1, Some(Wake::No), Some(Hold::Sleep)),
+                    (Woke, 2, None, Some(Hold::Sleep)),
+                    (
+                        Tick { clocks: true },
+                        2,
+                        Some(restart(true, true)),
+                        Some(Hold::Sleep),
+                    ),
+                    (Ordered { any: true }, 2, None, Some(Hold::Sleep)),
+                    (Tick { clocks: false }, 3, Some(Wake::No), None),
+                ],
+            ),
+            (
+                "the clocks first, then logind's word of the same wake: one restart",
+                vec![
+                    (Going, 0, None, Some(Hold::Sleep)),
+                    (
+                        Tick { clocks: true },
+                        1,
+                        Some(restart(false, true)),
+                        Some(Hold::Sleep),
+                    ),
+                    (Ordered { any: true }, 1, None, Some(Hold::Sleep)),
+                    (Woke, 1, None, Some(Hold::Sleep)),
+                    (Tick { clocks: false }, 2, Some(Wake::No), None),
+                ],
+            ),
+            (
+                "logind first, then the clocks at the next tick: one restart",
+                vec![
+                    (Woke, 0, None, None),
+                    (Tick { clocks: false }, 0, Some(restart(true, false)), None),
+                    (Ordered { any: true }, 0, None, Some(Hold::Sleep)),
+                    (Tick { clocks: true }, 1, Some(Wake::No), None),
+                ],
+            ),
+            (
+                "no logind: the clocks alone restart, and hold requests for that one tick",
+                vec![
+                    (Tick { clocks: true }, 0, Some(restart(false, true)), None),
+                    (Ordered { any: true }, 0, None, Some(Hold::Sleep)),
+                    (Tick { clocks: false }, 1, Some(Wake::No), None),
+                ],
+            ),
+            (
+                "nothing on a GPU: no orders, no hold",
+                vec![
+                    (Going, 0, None, Some(Hold::Sleep)),
+                    (Woke, 5, None, Some(Hold::Sleep)),
+                    (
+                        Tick { clocks: false },
+                        5,
+                        Some(restart(true, false)),
+                        Some(Hold::Sleep),
+                    ),
+                    (Ordered { any: false }, 5, None, None),
+                ],
+            ),
+            (
+                "two sleeps a minute apart: two restarts",
+                vec![
+                    (Woke, 0, None, None),
+                    (Tick { clocks: true }, 0, Some(restart(true, true)), None),
+                    (Ordered { any: true }, 0, None, Some(Hold::Sleep)),
+                    (Tick { clocks: false }, 1, Some(Wake::No), None),
+                    (Going, 60, None, Some(Hold::Sleep)),
+                    (Woke, 61, None, Some(Hold::Sleep)),
+                    (
+                        Tick { clocks: true },
+                        61,
+                        Some(restart(true, true)),
+                        Some(Hold::Sleep),
+                    ),
+                ],
+            ),
+            (
+                "a sleep announced and never taken stops holding after 30 s awake",
+                vec![
+                    (Going, 0, None, Some(Hold::Sleep)),
+                    (
+                        Tick { clocks: false },
+                        29,
+                        Some(Wake::No),
+                        Some(Hold::Sleep),
+                    ),
+                    (Tick { clocks: false }, 31, Some(Wake::No), None),
+                ],
+            ),
+        ];
+        let start = Instant::now();
+        for (case, steps) in cases {
+            let mut sl = Sleep::default();
+            for (i, (step, at, answer, hold)) in steps.into_iter().enumerate() {
+                let now = start + s(at);
+                let got = match step {
+                    Going => {
+                        sl.going(now);
+                        None
+                    }
+                    Woke => {
+                        sl.woke = true;
+                        None
+                    }
+                    Tick { clocks } => Some(sl.tick(now, clocks)),
+                    Ordered { any } => {
+                        sl.ordered(now, any);
+                        None
+                    }
+                };
+                assert_eq!(got, answer, "{case}, step {i} ({step:?})");
+                assert_eq!(sl.hold(), hold, "{case}, after step {i} ({step:?})");
+            }
+        }
+        // The memory breaker shows when no sleep holds.
+        let mut sl = Sleep {
+            policy_hold: true,
+            ..Sleep::default()
+        };
+        assert_eq!(sl.hold(), Some(Hold::Memory));
+        sl.going(start);
+        assert_eq!(sl.hold(), Some(Hold::Sleep));
+    }
+
+    #[test]
+    fn logind_sleep_holds_requests_and_wake_restarts_gpu_workers_once() {
+        let board = Board::new();
+        let placer = scripted(
+            r#"{"at_s": 0, "devices": [{"index": 0, "total_mb": 8192, "used_mb": 1000}]}"#,
+            board.clone(),
+        );
+        placer.before_spawn(Role::Vad);
+        placer.before_spawn(Role::Asr);
+        placer.on_ready(Role::Vad, 11);
+        placer.on_ready(Role::Asr, 12);
+        let held = placer.held();
+        assert_eq!(*held.borrow(), None);
+        placer.on_sleeping();
+        assert_eq!(*held.borrow(), Some(Hold::Sleep));
+        assert!(board.snapshot().asr_held);
+        // Ticks while the machine is (about to be) asleep move nothing.
+        assert!(placer.tick().is_empty());
+        placer.on_woken();
+        let orders = placer.tick();
+        let mut roles: Vec<Role> = orders.iter().map(|o| o.role).collect();
+        roles.sort_by_key(|r| slot(*r));
+        assert_eq!(roles, [Role::Vad, Role::Asr]);
+        assert!(orders.iter().all(|o| o.switch == Switch::BreakBeforeMake
+            && o.reason.why.starts_with("resumed from suspend")));
+        // Requests wait until the orders are out; the next tick lets them go, and restarts
+        // nothing more.
+        assert_eq!(*held.borrow(), Some(Hold::Sleep));
+        for order in &orders {
+            placer.switched(order, 20 + slot(order.role) as u32);
+        }
+        placer.on_woken();
+        assert!(placer.tick().is_empty(), "one wake, one restart");
+        assert_eq!(*held.borrow(), None);
+        assert!(!board.snapshot().asr_held);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use swictation_proto::{Fault, Role, SAMPLE_RATE, VAD_FRAME};
 use tokio::sync::{mpsc, watch};
 
 use crate::pipeline::{EngineConfig, SegmentText};
-use crate::placer::{Order, Placer};
+use crate::placer::{Hold, Order, Placer};
 use crate::restart::{Decision, RestartPolicy};
 use crate::segmenter::{Segment, Segmenter, SegmenterConfig};
 use crate::status::DaemonState;
@@ -541,7 +541,7 @@ async fn asr_stage(
     mut seg_rx: mpsc::UnboundedReceiver<Segment>,
     mut deliver: impl FnMut(SegmentText) + Send + 'static,
     inbox: Inbox,
-    held: Option<watch::Receiver<bool>>,
+    held: Option<watch::Receiver<Option<Hold>>>,
     board: Board,
     counters: Arc<Counters>,
     cfg: PipelineConfig,
@@ -550,7 +550,7 @@ async fn asr_stage(
         commands: mut faults,
         mut orders,
     } = inbox;
-    let mut held = held.unwrap_or_else(|| watch::channel(false).1);
+    let mut held = held.unwrap_or_else(|| watch::channel(None).1);
     let mut holding = false;
     let mut queue: VecDeque<(Segment, u32)> = VecDeque::new();
     let mut closed = false;
@@ -597,14 +597,13 @@ async fn asr_stage(
             sup.switch(o).await;
         }
         // Circuit breaker: while GPU memory is in emergency, requests stay queued (never
-        // dropped) until ASR has stepped down or the pressure has passed.
-        if *held.borrow_and_update() {
+        // dropped) until ASR has stepped down or the pressure has passed; so too around a
+        // sleep, until the GPU workers have restarted.
+        let hold = *held.borrow_and_update();
+        if let Some(why) = hold {
             if !holding {
                 holding = true;
-                crate::log_warn!(
-                    "holding {} segment(s) for ASR: GPU memory emergency",
-                    queue.len()
-                );
+                crate::log_warn!("holding {} segment(s) for ASR: {why}", queue.len());
             }
             tokio::select! {
                 biased;

@@ -146,6 +146,9 @@ pub struct Latency {
     pub speech_end_to_text_ms_p95: Option<f64>,
 }
 
+/// How [`Status::sleep`] begins while the machine is about to sleep.
+pub const SLEEP_GOING: &str = "going to sleep";
+
 /// The whole status document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -164,9 +167,14 @@ pub struct Status {
     /// Where GPU readings come from (NVML, or a test's script, which says so).
     #[serde(default)]
     pub gpu_probe: Option<String>,
-    /// New ASR requests are being held (GPU memory emergency); they are queued, not dropped.
+    /// New ASR requests are being held (GPU memory emergency, or the machine about to sleep);
+    /// they are queued, not dropped.
     #[serde(default)]
     pub asr_held: bool,
+    /// How a sleep is noticed: through logind (with a delay lock to finish GPU work first), or
+    /// from the clocks after waking, and why.
+    #[serde(default)]
+    pub sleep: Option<String>,
     /// Speech segments waiting for the ASR worker.
     pub queue_depth: usize,
     /// Segments set aside because they crashed a worker (not retried).
@@ -189,6 +197,7 @@ impl Status {
             gpu_unavailable: None,
             gpu_probe: None,
             asr_held: false,
+            sleep: None,
             queue_depth: 0,
             quarantined: 0,
             latency: Latency::default(),
@@ -533,15 +542,27 @@ pub fn render_text(s: &Status) -> String {
         (None, Some(reason)) => format!("none ({reason})"),
         (None, None) => "none".to_owned(),
     };
+    let held = if s
+        .sleep
+        .as_deref()
+        .is_some_and(|z| z.starts_with(SLEEP_GOING))
+    {
+        "ASR requests held (going to sleep)"
+    } else {
+        "ASR requests held (memory emergency)"
+    };
     let gpu = match (&s.gpu_probe, s.asr_held) {
-        (Some(p), true) => format!("{gpu}; ASR requests held (memory emergency); probe: {p}"),
+        (Some(p), true) => format!("{gpu}; {held}; probe: {p}"),
         (Some(p), false) if p.starts_with("scripted") => format!("{gpu}; probe: {p}"),
-        (_, true) => format!("{gpu}; ASR requests held (memory emergency)"),
+        (_, true) => format!("{gpu}; {held}"),
         _ => gpu,
     };
     let l = &s.latency;
-    let lines = vec![
-        vec!["gpu".to_owned(), gpu],
+    let mut lines = vec![vec!["gpu".to_owned(), gpu]];
+    if let Some(sleep) = &s.sleep {
+        lines.push(vec!["sleep".to_owned(), sleep.clone()]);
+    }
+    lines.extend(vec![
         vec![
             "queue".to_owned(),
             format!(
@@ -573,7 +594,7 @@ pub fn render_text(s: &Status) -> String {
                 ms(l.speech_end_to_text_ms_p95)
             ),
         ],
-    ];
+    ]);
     out.push_str(&table(&lines));
     out
 }

@@ -288,6 +288,15 @@ impl TestEnv {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
+            // Never the machine's real system bus (and its logind): a test that wants one
+            // starts its own and names it.
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                format!(
+                    "unix:path={}",
+                    self.dir.path().join("no-system-bus").display()
+                ),
+            )
             .stdin(Stdio::null());
         if let Some(f) = &self.fifo {
             c.env("CAPTURE_RAW", f);
