@@ -12,6 +12,9 @@
 #    then the hog leaves and both step back up.
 # 3. A rung that really faults: the Moonshine base-en decoder on CUDA raises an illegal address;
 #    the ladder retries it once, abandons it, and transcribes on the next rung.
+# 4. Context windows with the encoder on CUDA (the decoder on the CPU, as on the GPU rungs): the
+#    LibriVox recording (~25 s) as one segment at 10, 5 and 3 s: word error rate, time, and the
+#    ASR worker's peak GPU memory.
 set -uo pipefail
 ORT=${1:?ORT_GPU_DIR}; UP=${2:?UP_DIR}; OUT=${3:?OUT_DIR}
 W=$(mktemp -d /tmp/swgpu.XXXX)
@@ -109,6 +112,54 @@ row "faulting rung: transcript words" "$(wc -w <"$OUT/fault.out")"
 grep -E "placement:|cuda_fault|CUDA fault|worker failed" "$OUT/fault.log" | cut -c1-220 >"$OUT/fault-events.txt"
 row "faulting rung: cuda faults seen" "$(grep -c "worker failed: cuda" "$OUT/fault.log")"
 row "faulting rung: final asr" "$(grep "placement: asr" "$OUT/fault.log" | tail -1 | cut -c1-160)"
+# --- 4. context windows on the GPU -----------------------------------------------------------
+python3 - "$SPEECH" "$W/long.wav" "$W/long.txt" <<'PY'
+import glob, sys, wave
+clips = sorted(glob.glob(sys.argv[1] + "/*.wav"))
+out, ref = wave.open(sys.argv[2], "wb"), []
+for i, c in enumerate(clips):
+    w = wave.open(c)
+    if i == 0:
+        out.setparams(w.getparams())
+    out.writeframes(w.readframes(w.getnframes()))
+    ref.append(open(c[:-4] + ".txt").read().strip())
+out.close()
+open(sys.argv[3], "w").write(" ".join(ref))
+PY
+wer() { # wer REFERENCE_FILE HYPOTHESIS_FILE: word error rate in percent, as tests/window.rs counts
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+def words(t):
+    t = re.sub(r"[^a-z0-9' ]", " ", t.lower().replace("-", " "))
+    return [{"mr": "mister"}.get(w, w) for w in (x.strip("'") for x in t.split()) if w]
+r, h = words(open(sys.argv[1]).read()), words(open(sys.argv[2]).read())
+d = list(range(len(h) + 1))
+for i, a in enumerate(r):
+    e = [i + 1] + [0] * len(h)
+    for j, b in enumerate(h):
+        e[j + 1] = min(d[j] + (a != b), d[j + 1] + 1, e[j] + 1)
+    d = e
+print(f"{100 * d[-1] / len(r):.1f} % ({d[-1]} of {len(r)} words)")
+PY
+}
+for ctx in 10 5 3; do
+    printf '[vad]\nmin_silence_ms = 1500\nmax_segment_ms = 30000\n[asr]\ncontext_s = %s\n' "$ctx" \
+        >"$W/config/swictation/config.toml"
+    T0=$(date +%s.%N)
+    "$S" transcribe --encoder-device cuda --decoder-device cpu "$W/long.wav" \
+        >"$OUT/context-$ctx.txt" 2>"$OUT/context-$ctx.log" &
+    P=$! PEAK=0
+    while kill -0 $P 2>/dev/null; do
+        M=$(nvidia-smi --query-compute-apps=process_name,used_memory --format=csv,noheader,nounits 2>/dev/null |
+            awk -F', ' '/asr-worker/ {print $2}' | sort -n | tail -1)
+        [ -n "$M" ] && [ "$M" -gt "$PEAK" ] && PEAK=$M
+        sleep 0.1
+    done
+    wait $P; RC=$?
+    SECS=$(python3 -c "import time; print(f'{time.time()-$T0:.1f}')")
+    row "context ${ctx} s, enc cuda:0 dec cpu" "exit $RC, ${SECS} s, WER $(wer "$W/long.txt" "$OUT/context-$ctx.txt"), asr peak ${PEAK} MiB"
+done
+
 echo; echo "=== events ==="; cat "$OUT/placement-events.txt" "$OUT/fault-events.txt"
 echo; echo "=== summary ==="; cat "$OUT/summary.txt"
 rm -rf "$W"

@@ -680,11 +680,12 @@ fn timed_words(k: usize, w: &WindowText) -> Vec<Word<'_>> {
 pub enum Decoded {
     /// Words as heard.
     Heard,
-    /// The decoder went round in a loop after its first `keep` words: a run of at least two
-    /// words said three times or more straight after itself through to the end ("is to be
-    /// able to selfish, is to be able to selfish, is to be able to self"), as a decoder does
-    /// until its token limit stops it. Speech that repeats itself goes on to other words ("did
-    /// it? did it? did it? I didn't even check"), and saying a phrase twice is not a loop.
+    /// The decoder went round in a loop after its first `keep` words: a run of words said
+    /// again and again straight after itself through to the end ("is to be able to selfish, is
+    /// to be able to selfish, is to be able to self"; a run of three words or more twice, two
+    /// words three times, one word four), as a decoder does until its token limit stops it.
+    /// Speech that repeats itself goes on to other words ("did it? did it? did it? I didn't
+    /// even check"), and "no, no, no" or "I mean, I mean it" is not a loop.
     Loop {
         /// How many words came before the loop's first repeat.
         keep: usize,
@@ -706,8 +707,17 @@ pub fn decoded(text: &str, seconds: f32) -> Decoded {
             &words[t] == want || (t == n - 1 && !words[t].is_empty() && want.starts_with(&words[t]))
         })
     };
+    // One word needs four sayings ("leisurely, leisurely, leisurely, leisurely"), two words
+    // three, a longer run two ("John Dashwood had then leisure to convince John Dashwood had
+    // then leisure to convince").
+    let sayings = |len: usize| match len {
+        1 => 4,
+        2 => 3,
+        _ => 2,
+    };
     let repeat = (0..n).find_map(|i| {
-        (2..=(n - i) / 3)
+        (1..=(n - i) / 2)
+            .filter(|&len| n - i >= len * sayings(len))
             .find(|&len| words[i..i + len].iter().all(|w| !w.is_empty()) && runs_out(i, len))
             .map(|len| i + len)
     });
@@ -730,6 +740,15 @@ fn same(a: &Word<'_>, b: &Word<'_>) -> bool {
     short == long || (short.chars().count() >= MIN_PREFIX && long.starts_with(short.as_str()))
 }
 
+/// How a slot and a word compare.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pair {
+    /// The slot holds the word, heard this far apart (seconds).
+    Same(f32),
+    /// A different word.
+    Other,
+}
+
 /// One column of the alignment of the slots so far (`a`) with the next window's words (`b`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Column {
@@ -741,51 +760,66 @@ enum Column {
     OnlyB(usize),
 }
 
-/// Align the head `b` (`k` words) of the next window into the tail `a` (`m` slots) of the slots
-/// so far: a word-level edit alignment of all of `b` with a stretch of `a`, the slots before
-/// and after that stretch being free (the next window began after the first, and its words
-/// past the last are compared by time instead). `matches(i, j)` says whether slot `i` holds
-/// word `j`, and if so how far apart (seconds) they were heard. Returns where the stretch begins and ends in `a`, and its columns.
+/// Align the next window's words `b` with the tail `a` of the slots so far: a word-level edit
+/// alignment of a stretch of each. Before the stretch and after it (past the end of the slots
+/// or of the words) slots and words may be left out, for free where `free_a` / `free_b` say so
+/// (heard before the window began, or after the text so far ended), else at a cost.
+/// `pair(i, j)` says how slot `i` and word `j` compare. Returns where the stretch begins in
+/// `a`, its columns, and where it ends in `a` and in `b`.
 fn align(
-    m: usize,
-    k: usize,
-    matches: impl Fn(usize, usize) -> Option<f32>,
-) -> (usize, Vec<Column>, usize) {
-    const MISMATCH: f32 = -1.0;
+    free_a: &[bool],
+    free_b: &[bool],
+    pair: impl Fn(usize, usize) -> Pair,
+) -> (usize, Vec<Column>, usize, usize) {
     const GAP: f32 = -1.0;
+    let (m, k) = (free_a.len(), free_b.len());
     // A match scores 2, less up to a quarter for the time between the two: of two copies of a
     // word, the one heard at the same moment is the same word.
-    let pair = |i: usize, j: usize| match matches(i, j) {
-        Some(apart) => (2.0 - 0.5 * (apart / MAX_GAP_S).min(1.0), true),
-        None => (MISMATCH, false),
+    let gain = |i: usize, j: usize| match pair(i, j) {
+        Pair::Same(apart) => (2.0 - 0.5 * (apart / MAX_GAP_S).min(1.0), true),
+        Pair::Other => (-1.0, false),
     };
+    // Leaving out what the other side should have heard costs half a gap: the times that say
+    // so are only estimates.
+    let left_out = |free: bool| if free { 0.0 } else { GAP / 2.0 };
     let mut score = vec![vec![0f32; k + 1]; m + 1];
     for (j, cell) in score[0].iter_mut().enumerate() {
         *cell = GAP * j as f32;
     }
     for i in 1..=m {
+        // Slots before the stretch.
+        score[i][0] = score[i - 1][0] + left_out(free_a[i - 1]);
         for j in 1..=k {
-            let diagonal = score[i - 1][j - 1] + pair(i - 1, j - 1).0;
+            let diagonal = score[i - 1][j - 1] + gain(i - 1, j - 1).0;
             score[i][j] = diagonal
                 .max(score[i - 1][j] + GAP)
                 .max(score[i][j - 1] + GAP);
         }
     }
-    // Where the stretch ends: the best score with all of `b` aligned; of equals, the earliest.
-    let end = (0..=m).fold(0, |best, i| {
-        if score[i][k] > score[best][k] {
-            i
-        } else {
-            best
-        }
-    });
-    let (mut i, mut j) = (end, k);
+    // Where the stretch ends: at the end of the slots (the rest of the words left out) or of
+    // the words (the rest of the slots left out), where it scores best; of equals, the one that
+    // compares the most.
+    let rest_b = |j: usize| free_b[j..].iter().map(|&f| left_out(f)).sum::<f32>();
+    let rest_a = |i: usize| free_a[i..].iter().map(|&f| left_out(f)).sum::<f32>();
+    let ends = (0..=k)
+        .map(|j| ((m, j), score[m][j] + rest_b(j)))
+        .chain((0..m).map(|i| ((i, k), score[i][k] + rest_a(i))));
+    let ((mut i, mut j), _) = ends
+        .fold(
+            None,
+            |best: Option<((usize, usize), f32)>, (at, s)| match best {
+                Some((b, bs)) if bs > s || (bs == s && b.0 + b.1 >= at.0 + at.1) => Some((b, bs)),
+                _ => Some((at, s)),
+            },
+        )
+        .unwrap_or(((m, 0), 0.0));
+    let end = (i, j);
     let mut columns = Vec::new();
     while j > 0 {
         let here = score[i][j];
         if i > 0 {
-            let (gain, matched) = pair(i - 1, j - 1);
-            if here == score[i - 1][j - 1] + gain {
+            let (g, matched) = gain(i - 1, j - 1);
+            if here == score[i - 1][j - 1] + g {
                 columns.push(Column::Both(i - 1, j - 1, matched));
                 i -= 1;
                 j -= 1;
@@ -801,7 +835,7 @@ fn align(
         j -= 1;
     }
     columns.reverse();
-    (i, columns, end)
+    (i, columns, end.0, end.1)
 }
 
 /// One word position of the merged text: the words windows heard there, each with the votes
@@ -852,15 +886,16 @@ impl<'a> Slot<'a> {
         self.words.iter().max_by(|a, b| a.votes.total_cmp(&b.votes))
     }
 
-    /// Whether `word` is one of the slot's alternatives heard at about the same time, and if
-    /// so how far apart (seconds).
-    fn holds(&self, word: &Word<'_>) -> Option<f32> {
+    /// How `word` compares with the slot: one of its alternatives heard at about the same time,
+    /// or not.
+    fn pair(&self, word: &Word<'_>) -> Pair {
         self.words
             .iter()
             .filter(|a| same(&a.word, word))
             .map(|a| (a.word.time - word.time).abs())
             .filter(|&apart| apart <= MAX_GAP_S)
             .min_by(f32::total_cmp)
+            .map_or(Pair::Other, Pair::Same)
     }
 
     /// Count the vote (times `weight`) of a window that put no word here, if it heard the
@@ -868,6 +903,37 @@ impl<'a> Slot<'a> {
     fn unheard_by(mut self, w: &WindowText, weight: f32) -> Self {
         self.none += w.trust(self.time()).unwrap_or(0.0) * weight;
         self
+    }
+
+    /// Take out an alternative reading (not the leading one) that is `word`, heard about when
+    /// it was: a word the alignment put in this slot though it belongs beside it.
+    fn take_stray(&mut self, word: &Word<'_>) -> Option<Alternative<'a>> {
+        if self.words.len() < 2 {
+            return None;
+        }
+        let leader = self
+            .words
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.votes.total_cmp(&b.1.votes))
+            .map(|(i, _)| i)?;
+        let at = self.words.iter().enumerate().position(|(i, a)| {
+            i != leader && same(&a.word, word) && (a.word.time - word.time).abs() <= MAX_GAP_ONE_S
+        })?;
+        Some(self.words.remove(at))
+    }
+
+    /// Add an alternative's votes and sources to this slot's reading of the same word.
+    fn absorb(&mut self, other: Alternative<'a>) {
+        if let Some(a) = self.words.iter_mut().find(|a| same(&a.word, &other.word)) {
+            a.votes += other.votes;
+            a.sources.extend(other.sources);
+            if other.word.trust > a.word.trust {
+                a.word = other.word;
+            }
+        } else {
+            self.words.push(other);
+        }
     }
 
     /// Count a window's vote for `word` in this slot.
@@ -926,7 +992,7 @@ pub fn merge(windows: &[WindowText]) -> String {
     let mut slots: Vec<Slot<'_>> = Vec::new();
     // The windows merged so far with the weight of their votes, to ask how well they heard a
     // moment.
-    let mut heard: Vec<(&WindowText, f32)> = Vec::new();
+    let mut heard: Vec<(usize, &WindowText, f32)> = Vec::new();
     let loops: Vec<bool> = windows
         .iter()
         .map(|w| decoded(&w.text, w.end_s - w.start_s) != Decoded::Heard)
@@ -947,36 +1013,43 @@ pub fn merge(windows: &[WindowText]) -> String {
         }
         let so_far_end = heard
             .iter()
-            .map(|(h, _)| h.end_s)
+            .map(|(_, h, _)| h.end_s)
             .fold(f32::NEG_INFINITY, f32::max);
         // Joined in a pause (each side ends in silence) or not overlapping at all.
         let follows = heard
             .last()
-            .is_some_and(|(h, _)| !h.cut_end && !w.cut_start)
+            .is_some_and(|(_, h, _)| !h.cut_end && !w.cut_start)
             || w.start_s >= so_far_end - 1e-3;
-        // The votes for no word at `t` of the windows before this one.
-        let none_before = |t: f32| {
+        // The votes for no word at `t` of the windows before this one (but those in `except`).
+        let none_before = |t: f32, except: &[usize]| {
             heard
                 .iter()
-                .filter_map(|(h, weight)| h.trust(t).map(|x| x * weight))
+                .filter(|(i, _, _)| !except.contains(i))
+                .filter_map(|(_, h, weight)| h.trust(t).map(|x| x * weight))
                 .sum::<f32>()
         };
         if slots.is_empty() || follows {
             slots.extend(next.into_iter().map(|x| Slot::new(x, 0.0)));
-            heard.push((w, 1.0));
+            heard.push((k, w, 1.0));
             continue;
         }
         let tail_from = slots
             .iter()
             .position(|x| x.time() >= w.start_s - SLACK_S)
             .unwrap_or(slots.len());
+        // The window's words heard before the text so far ends, give or take.
         let head_to = next
             .iter()
             .position(|x| x.time > so_far_end + SLACK_S)
             .unwrap_or(next.len());
         let tail = slots.split_off(tail_from);
-        let (skipped, columns, tail_end) =
-            align(tail.len(), head_to, |i, j| tail[i].holds(&next[j]));
+        let free_a: Vec<bool> = tail
+            .iter()
+            .map(|x| x.time() < w.start_s || x.time() > w.end_s)
+            .collect();
+        let free_b: Vec<bool> = next.iter().map(|x| x.time > so_far_end).collect();
+        let (skipped, columns, tail_end, words_end) =
+            align(&free_a, &free_b, |i, j| tail[i].pair(&next[j]));
         let matched: Vec<f32> = columns
             .iter()
             .filter_map(|c| match *c {
@@ -1005,54 +1078,58 @@ pub fn merge(windows: &[WindowText]) -> String {
                 .flatten()
                 .map(|mut x| {
                     x.trust *= weight;
-                    let none = none_before(x.time);
+                    let none = none_before(x.time, &[]);
                     Slot::new(x, none)
                 })
                 .collect();
             slots.extend(interleave(tail, new));
-            heard.push((w, weight));
+            heard.push((k, w, weight));
             continue;
         }
-        // The slots before the stretch, then the stretch column by column; the slots after
-        // it lie among the stretch's in time (they matched nothing), and the window's words
-        // past the text so far come last. Slots and words outside the alignment are still
-        // voted on: the other side may have heard that moment and said nothing there.
-        let mut aligned: Vec<Slot<'_>> = Vec::with_capacity(tail.len() + head_to);
-        let mut after: Vec<Slot<'_>> = Vec::new();
+        // The slots before the stretch, the stretch column by column, then the slots or the
+        // words after it. Slots and words outside the alignment are still voted on: the other
+        // side may have heard that moment and said nothing there.
         let mut tail: Vec<Option<Slot<'_>>> = tail.into_iter().map(Some).collect();
         for slot in tail[..skipped].iter_mut().filter_map(Option::take) {
-            aligned.push(slot.unheard_by(w, 1.0));
+            slots.push(slot.unheard_by(w, 1.0));
         }
-        for slot in tail[tail_end..].iter_mut().filter_map(Option::take) {
-            after.push(slot.unheard_by(w, 1.0));
-        }
-        for column in columns {
+        let rest = (tail_end..tail.len())
+            .map(Column::OnlyA)
+            .chain((words_end..words.len()).map(Column::OnlyB));
+        for column in columns.into_iter().chain(rest) {
             match column {
                 Column::Both(i, j, _) => {
                     if let (Some(mut slot), Some(x)) = (tail[i].take(), words[j].take()) {
                         slot.vote(x);
-                        aligned.push(slot);
+                        slots.push(slot);
                     }
                 }
                 Column::OnlyA(i) => {
                     if let Some(slot) = tail[i].take() {
-                        aligned.push(slot.unheard_by(w, 1.0));
+                        slots.push(slot.unheard_by(w, 1.0));
                     }
                 }
                 Column::OnlyB(j) => {
                     if let Some(x) = words[j].take() {
-                        let none = none_before(x.time);
-                        aligned.push(Slot::new(x, none));
+                        // A word an earlier window heard here but put one place back, as
+                        // another reading of the word before (it lost a word there), moves
+                        // here with its votes: that window heard it, not nothing.
+                        let stray = slots.last_mut().and_then(|before| before.take_stray(&x));
+                        let from: Vec<usize> = stray
+                            .as_ref()
+                            .map(|a| a.sources.iter().map(|s| s.0).collect())
+                            .unwrap_or_default();
+                        let none = none_before(x.time, &from);
+                        let mut slot = Slot::new(x, none);
+                        if let Some(a) = stray {
+                            slot.absorb(a);
+                        }
+                        slots.push(slot);
                     }
                 }
             }
         }
-        slots.extend(interleave(aligned, after));
-        for x in words[head_to..].iter_mut().filter_map(Option::take) {
-            let none = none_before(x.time);
-            slots.push(Slot::new(x, none));
-        }
-        heard.push((w, 1.0));
+        heard.push((k, w, 1.0));
     }
     // Each position keeps its most heard word if more windows heard it than heard nothing
     // there (a plurality vote, as in ROVER).

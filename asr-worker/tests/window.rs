@@ -243,7 +243,7 @@ fn merge_table() {
 fn decoder_loops_are_told_from_speech() {
     use Decoded::{Heard, Loop, TooMany};
     // (text, seconds, what it looks like)
-    let cases: [(&str, f32, Decoded); 10] = [
+    let cases: [(&str, f32, Decoded); 14] = [
         ("", 1.0, Heard),
         ("he said that that that was all", 3.0, Heard),
         ("- - - - - - - - -", 1.0, Heard),
@@ -253,6 +253,12 @@ fn decoder_loops_are_told_from_speech() {
             Loop { keep: 10 },
         ),
         ("and then and then and then and then", 3.0, Loop { keep: 2 }),
+        (
+            "And Mr. John Dashwood had then leisurely, leisurely, leisurely, leisurely",
+            2.7,
+            Loop { keep: 7 },
+        ),
+        ("he said no, no, no", 2.0, Heard),
         // Saying a phrase twice is speech, not a loop; so is a repeat that goes on to other
         // words.
         ("I mean, I mean it", 2.0, Heard),
@@ -264,8 +270,14 @@ fn decoder_loops_are_told_from_speech() {
         (
             "Unless to be rather cold-hearted and rather rather cold-hearted and rather.",
             2.6,
-            Heard,
+            Loop { keep: 7 },
         ),
+        (
+            "Mr. John Dashwood had then leisure to convince Mr. John Dashwood had then leisure to convince",
+            2.8,
+            Loop { keep: 8 },
+        ),
+        ("and so I said go on, go on", 2.5, Heard),
         (
             "one two three four five six seven eight nine ten eleven twelve thirteen",
             2.0,
