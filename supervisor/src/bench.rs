@@ -4,6 +4,8 @@
 //!   socket (what isolation costs), and a batched request for comparison.
 //! - ASR real-time factor (processing time / audio time) of base-en and tiny-en on the LibriVox
 //!   clips, each clip as one segment, with the word error rate.
+//! - Context windows: base-en over the clips joined into one 25 s segment at 10, 5 and 3 s, with
+//!   the word error rate and the worker's peak resident memory.
 //! - Model load times (reported by the worker) and spawn-to-ready times.
 //! - Audio capture through the real cpal/ALSA path (`--capture-s`, default 60 s): the longest
 //!   data callback against the callback period, and samples dropped. The input is ALSA's `file`
@@ -57,6 +59,20 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
         .copied()
         .unwrap_or(0.0);
     (mean, p95)
+}
+
+/// The peak resident memory of process `pid`, MiB (`VmHWM`).
+fn peak_rss_mb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
 }
 
 /// Run every measurement and print the table. `capture_s` seconds of paced input time the
@@ -197,6 +213,42 @@ pub async fn run(
             ratio: format!("{:.2}", rtf / rtfs[0]),
         });
     }
+    // 3b. Context windows: the recording as one segment (as a long dictation would be), base-en
+    // at each context of the default ladder.
+    let joined: Vec<f32> = recordings
+        .iter()
+        .flat_map(|(s, _)| s.iter().copied())
+        .collect();
+    let reference = recordings
+        .iter()
+        .map(|(_, r)| r.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut ten = None;
+    for context_s in [10.0f32, 5.0, 3.0] {
+        let mut c = cfg.clone();
+        c.asr_model = Some(models.join("moonshine-base-en"));
+        c.context_s = context_s;
+        let mut asr = Worker::spawn(&c.asr_command(), c.load_timeout).await?;
+        asr.transcribe(0, recordings[0].0.clone()).await?;
+        let t = Instant::now();
+        let (text, _) = asr.transcribe(1, joined.clone()).await?;
+        let took = t.elapsed().as_secs_f64();
+        let peak = asr.pid().and_then(peak_rss_mb);
+        asr.shutdown().await;
+        let (errors, words) = wer::word_errors(&reference, &text);
+        let rtf = took / audio_s;
+        let base = *ten.get_or_insert(rtf);
+        rows.push(Row {
+            what: format!("ASR base-en, {audio_s:.1} s as one segment, {context_s} s context"),
+            value: format!(
+                "RTF {rtf:.3}, WER {:.1} % ({errors}/{words}), peak RSS {}",
+                100.0 * errors as f64 / words.max(1) as f64,
+                peak.map_or("-".into(), |mb| format!("{mb} MiB"))
+            ),
+            ratio: format!("{:.2}", rtf / base),
+        });
+    }
     for (name, load, ready) in &loads {
         rows.push(Row {
             what: format!("load {name}"),
@@ -232,7 +284,7 @@ pub async fn run(
     for r in rows {
         println!("{:<w$}  {:<v$}  {}", r.what, r.value, r.ratio);
     }
-    println!("\nratios: VAD rows vs in-process; ASR rows vs base-en RTF; load rows vs Silero spawn→ready");
+    println!("\nratios: VAD rows vs in-process; ASR rows vs base-en RTF; context rows vs the 10 s context; load rows vs Silero spawn→ready");
     if capture_s > 0.0 {
         println!(
             "capture rows: longest callback / callback period; samples dropped / samples captured"
