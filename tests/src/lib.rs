@@ -346,6 +346,23 @@ impl Default for TestEnv {
     }
 }
 
+/// The `role` worker's entry in a status document.
+pub fn worker<'a>(status: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    status["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == role))
+        .unwrap_or_else(|| panic!("no {role} worker in {status}"))
+}
+
+/// The non-empty lines of a daemon's output, trimmed: its transcripts.
+pub fn transcript_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// A running daemon whose output is collected as it comes, so a test can look at its log while
 /// it runs. Killed on drop.
 pub struct DaemonProcess {
@@ -357,6 +374,24 @@ pub struct DaemonProcess {
 }
 
 impl DaemonProcess {
+    /// The transcripts printed so far, once there are at least `n`; fails after `limit`.
+    pub fn wait_transcripts(&self, n: usize, limit: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let got = transcript_lines(&self.stdout());
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "only {} of {n} transcripts after {limit:?}; log:\n{}",
+                got.len(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Spawns `cmd` with piped output.
     pub fn spawn(cmd: &mut Command) -> DaemonProcess {
         let mut child = cmd

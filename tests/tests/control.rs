@@ -10,13 +10,6 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use swictation_e2e::*;
 
-fn worker<'a>(status: &'a Value, role: &str) -> &'a Value {
-    status["workers"]
-        .as_array()
-        .and_then(|w| w.iter().find(|w| w["role"] == role))
-        .unwrap_or_else(|| panic!("no {role} worker in {status}"))
-}
-
 /// A worker's state, `Null` before the worker is listed.
 fn state_of<'a>(status: &'a Value, role: &str) -> &'a Value {
     status["workers"]

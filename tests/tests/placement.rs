@@ -29,13 +29,6 @@ fn set_gpu(path: &Path, used_mb: u64) {
     std::fs::rename(&tmp, path).expect("replace the GPU script");
 }
 
-fn worker<'a>(status: &'a Value, role: &str) -> &'a Value {
-    status["workers"]
-        .as_array()
-        .and_then(|w| w.iter().find(|w| w["role"] == role))
-        .unwrap_or_else(|| panic!("no {role} worker in {status}"))
-}
-
 fn placed(s: &Value, role: &str, want: &str) -> bool {
     s["workers"]
         .as_array()
@@ -49,32 +42,6 @@ fn placed(s: &Value, role: &str, want: &str) -> bool {
 
 fn s16le(samples: &[i16]) -> Vec<u8> {
     samples.iter().flat_map(|s| s.to_le_bytes()).collect()
-}
-
-/// Count the non-empty transcript lines so far.
-fn lines(out: &str) -> Vec<String> {
-    out.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-fn wait_lines(daemon: &DaemonProcess, n: usize, limit: Duration) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let got = lines(&daemon.stdout());
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "only {} of {n} transcripts after {limit:?}; log:\n{}",
-            got.len(),
-            daemon.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -120,7 +87,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
         "{s}"
     );
     speak(0);
-    wait_lines(&daemon, 1, Duration::from_secs(60));
+    daemon.wait_transcripts(1, Duration::from_secs(60));
 
     // A memory hog: 7 GB used by others; with our workers' share the card is at 96.6 %
     // (emergency). The VAD leaves the card first (95.3 %, still emergency), then ASR steps down
@@ -144,7 +111,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
         "{s}"
     );
     assert_eq!(worker(&s, "asr")["context_s"], 5.0, "{s}");
-    wait_lines(&daemon, 2, Duration::from_secs(60));
+    daemon.wait_transcripts(2, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(5));
     let s = env.status().expect("status");
     assert!(
@@ -153,7 +120,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
     );
     assert_eq!(s["asr_held"], false, "{s}");
     speak(2);
-    wait_lines(&daemon, 3, Duration::from_secs(60));
+    daemon.wait_transcripts(3, Duration::from_secs(60));
 
     // The hog leaves: after 3 s of room (promote_after_s), both step back up,
     // make-before-break.
@@ -169,14 +136,14 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
         "{s}"
     );
     speak(3);
-    wait_lines(&daemon, 4, Duration::from_secs(60));
+    daemon.wait_transcripts(4, Duration::from_secs(60));
 
     drop(stdin);
     let (code, out, log) = daemon.wait(Duration::from_secs(60));
     assert!(code.success(), "{log}");
     eprintln!("{log}");
     // Every utterance exactly once, in order, and recognised.
-    let got = lines(&out);
+    let got = transcript_lines(&out);
     assert_eq!(got.len(), 4, "{got:?}");
     for (i, text) in got.iter().enumerate() {
         let (errors, words) = swictation::wer::word_errors(&clips[i].1, text);

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use swictation_e2e::*;
@@ -156,13 +156,6 @@ fn roomy_gpu(path: &Path) {
     .expect("write the GPU script");
 }
 
-fn worker<'a>(status: &'a Value, role: &str) -> &'a Value {
-    status["workers"]
-        .as_array()
-        .and_then(|w| w.iter().find(|w| w["role"] == role))
-        .unwrap_or_else(|| panic!("no {role} worker in {status}"))
-}
-
 fn serving_on_gpu(s: &Value) -> bool {
     ["vad", "asr"].iter().all(|role| {
         let w = worker(s, role);
@@ -172,33 +165,6 @@ fn serving_on_gpu(s: &Value) -> bool {
             && (w["state"] == "ready" || w["state"] == "busy")
             && w["pid"].is_u64()
     })
-}
-
-fn transcripts(daemon: &DaemonProcess) -> Vec<String> {
-    daemon
-        .stdout()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-fn wait_transcripts(daemon: &DaemonProcess, n: usize, limit: Duration) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let got = transcripts(daemon);
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "only {} of {n} transcripts after {limit:?}; log:\n{}",
-            got.len(),
-            daemon.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -239,7 +205,7 @@ fn sleep_holds_speech_and_wake_restarts_gpu_workers() {
         worker(&s, "asr")["pid"].clone(),
     ];
     speak(0);
-    wait_transcripts(&daemon, 1, Duration::from_secs(60));
+    daemon.wait_transcripts(1, Duration::from_secs(60));
 
     // A signal from anyone but logind changes nothing.
     logind.send("spoof");
@@ -273,7 +239,7 @@ fn sleep_holds_speech_and_wake_restarts_gpu_workers() {
     speak(1);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
-        transcripts(&daemon).len(),
+        transcript_lines(&daemon.stdout()).len(),
         1,
         "speech was transcribed on the way to sleep"
     );
@@ -283,7 +249,7 @@ fn sleep_holds_speech_and_wake_restarts_gpu_workers() {
     logind.send("wake");
     logind.expect("woke", Duration::from_secs(5));
     logind.expect("inhibit swictation sleep delay", Duration::from_secs(10));
-    let got = wait_transcripts(&daemon, 2, Duration::from_secs(60));
+    let got = daemon.wait_transcripts(2, Duration::from_secs(60));
     let s = env.wait_status("fresh GPU workers", Duration::from_secs(30), |s| {
         serving_on_gpu(s) && s["asr_held"] == false
     });
@@ -304,7 +270,7 @@ fn sleep_holds_speech_and_wake_restarts_gpu_workers() {
     let (code, out, log) = daemon.wait(Duration::from_secs(60));
     assert!(code.success(), "{log}");
     eprintln!("{log}");
-    let got = transcripts_of(&out);
+    let got = transcript_lines(&out);
     assert_eq!(got.len(), 2, "each utterance once: {got:?}");
     for (i, text) in got.iter().enumerate() {
         let (errors, words) = swictation::wer::word_errors(&clips[i].1, text);
@@ -312,14 +278,6 @@ fn sleep_holds_speech_and_wake_restarts_gpu_workers() {
     }
     assert_eq!(log.matches("going to sleep (logind)").count(), 1, "{log}");
     assert!(log.contains("woke from sleep (told by logind"), "{log}");
-}
-
-fn transcripts_of(out: &str) -> Vec<String> {
-    out.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
 }
 
 /// Without logind on the bus, or without a bus, status says a sleep is noticed from the clocks.
