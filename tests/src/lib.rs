@@ -354,6 +354,16 @@ pub fn worker<'a>(status: &'a serde_json::Value, role: &str) -> &'a serde_json::
         .unwrap_or_else(|| panic!("no {role} worker in {status}"))
 }
 
+/// Write a recording to a daemon reading `--input -` (raw s16le 16 kHz), then 2 s of silence to
+/// close its segment.
+pub fn speak(stdin: &mut impl std::io::Write, clip: &Path) {
+    let mut samples = samples_i16(clip);
+    samples.extend(std::iter::repeat_n(0i16, 16_000 * 2));
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    stdin.write_all(&bytes).expect("feed speech");
+    stdin.flush().expect("flush");
+}
+
 /// The non-empty lines of a daemon's output, trimmed: its transcripts.
 pub fn transcript_lines(out: &str) -> Vec<String> {
     out.lines()

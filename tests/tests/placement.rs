@@ -8,7 +8,6 @@
 //! the circuit breaker and the event stream are the real ones; the real NVML probe and the CUDA
 //! execution provider are exercised on the GPU machine (`deploy/gpu-check.sh`).
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -40,10 +39,6 @@ fn placed(s: &Value, role: &str, want: &str) -> bool {
         })
 }
 
-fn s16le(samples: &[i16]) -> Vec<u8> {
-    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
-}
-
 #[test]
 fn steps_down_under_pressure_and_back_up_without_losing_speech() {
     let _serial = serial();
@@ -60,12 +55,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
             .stdin(Stdio::piped()),
     );
     let mut stdin = daemon.child.stdin.take().expect("stdin");
-    let mut speak = |i: usize| {
-        let mut samples = samples_i16(&clips[i].0);
-        samples.extend(std::iter::repeat_n(0i16, 16_000 * 2));
-        stdin.write_all(&s16le(&samples)).expect("feed speech");
-        stdin.flush().expect("flush");
-    };
+    let mut speak = |i: usize| speak(&mut stdin, &clips[i].0);
 
     // Room on the card: both workers on the GPU, the best ASR rung.
     let s = env.wait_status("both workers on the GPU", Duration::from_secs(90), |s| {

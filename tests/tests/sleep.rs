@@ -184,13 +184,7 @@ fn sleep_holds_speech_and_wake_restarts_gpu_workers() {
             .stdin(Stdio::piped()),
     );
     let mut stdin = daemon.child.stdin.take().expect("stdin");
-    let mut speak = |i: usize| {
-        let mut samples = samples_i16(&clips[i].0);
-        samples.extend(std::iter::repeat_n(0i16, 16_000 * 2));
-        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-        stdin.write_all(&bytes).expect("feed speech");
-        stdin.flush().expect("flush");
-    };
+    let mut speak = |i: usize| speak(&mut stdin, &clips[i].0);
 
     // At start the daemon takes a delay lock, and says so.
     logind.expect("inhibit swictation sleep delay", Duration::from_secs(30));
