@@ -453,7 +453,10 @@ impl Placer {
         };
         if *self.hold.borrow() != held {
             self.hold.send_replace(held);
-            self.board.update(|s| s.asr_held = held.is_some());
+            self.board.update(|s| {
+                s.asr_held = held.is_some();
+                s.asr_held_why = held.map(|h| h.to_string());
+            });
         }
     }
 

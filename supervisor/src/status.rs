@@ -171,6 +171,9 @@ pub struct Status {
     /// they are queued, not dropped.
     #[serde(default)]
     pub asr_held: bool,
+    /// Why they are held, while they are.
+    #[serde(default)]
+    pub asr_held_why: Option<String>,
     /// How a sleep is noticed: through logind (with a delay lock to finish GPU work first), or
     /// from the clocks after waking, and why.
     #[serde(default)]
@@ -197,6 +200,7 @@ impl Status {
             gpu_unavailable: None,
             gpu_probe: None,
             asr_held: false,
+            asr_held_why: None,
             sleep: None,
             queue_depth: 0,
             quarantined: 0,
@@ -542,15 +546,10 @@ pub fn render_text(s: &Status) -> String {
         (None, Some(reason)) => format!("none ({reason})"),
         (None, None) => "none".to_owned(),
     };
-    let held = if s
-        .sleep
-        .as_deref()
-        .is_some_and(|z| z.starts_with(SLEEP_GOING))
-    {
-        "ASR requests held (going to sleep)"
-    } else {
-        "ASR requests held (memory emergency)"
-    };
+    let held = format!(
+        "ASR requests held ({})",
+        s.asr_held_why.as_deref().unwrap_or("GPU memory emergency")
+    );
     let gpu = match (&s.gpu_probe, s.asr_held) {
         (Some(p), true) => format!("{gpu}; {held}; probe: {p}"),
         (Some(p), false) if p.starts_with("scripted") => format!("{gpu}; probe: {p}"),
