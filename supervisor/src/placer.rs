@@ -141,8 +141,8 @@ struct Sleep {
     release_next: bool,
     /// logind said the machine woke.
     woke: bool,
-    /// When the GPU workers last restarted after a sleep.
-    restarted: Option<Instant>,
+    /// The last restart after a sleep: when, and who had told of the wake (logind, the clocks).
+    restarted: Option<(Instant, bool, bool)>,
 }
 
 /// What a tick does about sleep.
@@ -156,9 +156,10 @@ enum Wake {
 }
 
 impl Sleep {
-    /// logind: about to sleep.
+    /// logind: about to sleep. The wake after this one is a new one.
     fn going(&mut self, now: Instant) {
         self.going = Some(now);
+        self.restarted = None;
     }
 
     /// The tick at `now`, the clocks having seen a sleep since the last one or not.
@@ -180,15 +181,20 @@ impl Sleep {
         if !(by_logind || clocks_slept) {
             return Wake::No;
         }
-        if self
-            .restarted
-            .is_some_and(|t| now.saturating_duration_since(t) <= SAME_WAKE)
-        {
-            // The second telling of a wake already acted on.
-            self.going = None;
-            return Wake::No;
+        // The other one's telling of a wake already acted on: logind and the clocks each tell
+        // of every wake, a moment apart. (Two tellings by the same one are two sleeps.)
+        if let Some((at, logind, clocks)) = &mut self.restarted {
+            let recent = now.saturating_duration_since(*at) <= SAME_WAKE;
+            let echo = (by_logind && !*logind && !clocks_slept)
+                || (clocks_slept && !*clocks && !by_logind);
+            if recent && echo {
+                *logind |= by_logind;
+                *clocks |= clocks_slept;
+                self.going = None;
+                return Wake::No;
+            }
         }
-        self.restarted = Some(now);
+        self.restarted = Some((now, by_logind, clocks_slept));
         Wake::Restart {
             by_logind,
             by_clocks: clocks_slept,
@@ -1121,6 +1127,32 @@ mod tests {
                 ],
             ),
             (
+                "no logind: two sleeps 5 s apart awake, two restarts",
+                vec![
+                    (Tick { clocks: true }, 0, Some(restart(false, true)), None),
+                    (Ordered { any: true }, 0, None, Some(Hold::Sleep)),
+                    (Tick { clocks: false }, 1, Some(Wake::No), None),
+                    (Tick { clocks: true }, 5, Some(restart(false, true)), None),
+                ],
+            ),
+            (
+                "logind: a second sleep announced soon after a wake, a second restart",
+                vec![
+                    (Woke, 0, None, None),
+                    (Tick { clocks: true }, 0, Some(restart(true, true)), None),
+                    (Ordered { any: true }, 0, None, Some(Hold::Sleep)),
+                    (Tick { clocks: false }, 1, Some(Wake::No), None),
+                    (Going, 3, None, Some(Hold::Sleep)),
+                    (Woke, 4, None, Some(Hold::Sleep)),
+                    (
+                        Tick { clocks: true },
+                        4,
+                        Some(restart(true, true)),
+                        Some(Hold::Sleep),
+                    ),
+                ],
+            ),
+            (
                 "a sleep announced and never taken stops holding after 30 s awake",
                 vec![
                     (Going, 0, None, Some(Hold::Sleep)),
@@ -1199,7 +1231,6 @@ mod tests {
         for order in &orders {
             placer.switched(order, 20 + slot(order.role) as u32);
         }
-        placer.on_woken();
         assert!(placer.tick().is_empty(), "one wake, one restart");
         assert_eq!(*held.borrow(), None);
         assert!(!board.snapshot().asr_held);
