@@ -37,6 +37,30 @@ fn w(text: &str, start_s: f32, end_s: f32) -> WindowText {
     WindowText::new(text, start_s, end_s)
 }
 
+/// A window whose start is the recording's (not a cut).
+fn first(text: &str, start_s: f32, end_s: f32) -> WindowText {
+    WindowText {
+        cut_start: false,
+        ..w(text, start_s, end_s)
+    }
+}
+
+/// A window whose end is the recording's (not a cut).
+fn last(text: &str, start_s: f32, end_s: f32) -> WindowText {
+    WindowText {
+        cut_end: false,
+        ..w(text, start_s, end_s)
+    }
+}
+
+/// A window cut in pauses at both ends, or the whole recording.
+fn clean(text: &str, start_s: f32, end_s: f32) -> WindowText {
+    WindowText {
+        cut_start: false,
+        ..last(text, start_s, end_s)
+    }
+}
+
 #[test]
 fn merge_table() {
     // (case, windows, expected)
@@ -156,16 +180,8 @@ fn merge_table() {
         (
             "windows joined in a pause follow each other, whatever words they share",
             vec![
-                WindowText {
-                    cut_start: false,
-                    cut_end: false,
-                    ..w("he might have been made", 0.0, 3.0)
-                },
-                WindowText {
-                    cut_start: false,
-                    cut_end: false,
-                    ..w("he might even have been made", 2.6, 5.6)
-                },
+                clean("he might have been made", 0.0, 3.0),
+                clean("he might even have been made", 2.6, 5.6),
             ],
             "he might have been made he might even have been made",
         ),
@@ -174,44 +190,26 @@ fn merge_table() {
         (
             "two windows that agree outvote one that heard the word in its middle",
             vec![
-                WindowText {
-                    cut_start: false,
-                    ..w("w0 w1 w2 w3 w4 w5", 0.0, 3.0)
-                },
+                first("w0 w1 w2 w3 w4 w5", 0.0, 3.0),
                 w("w2 w3 w4 x5 w6 w7", 1.0, 4.0),
-                WindowText {
-                    cut_end: false,
-                    ..w("w4 w5 w6 w7 w8 w9", 2.0, 5.0)
-                },
+                last("w4 w5 w6 w7 w8 w9", 2.0, 5.0),
             ],
             "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9",
         ),
         (
             "a window that loops is left out where the others cover it",
             vec![
-                WindowText {
-                    cut_start: false,
-                    ..w("w0 w1 w2 w3 w4 w5", 0.0, 3.0)
-                },
+                first("w0 w1 w2 w3 w4 w5", 0.0, 3.0),
                 w("w2 w3 w4 w5 w4 w5 w4 w5 w4 w5", 1.0, 4.0),
-                WindowText {
-                    cut_end: false,
-                    ..w("w4 w5 w6 w7 w8 w9", 2.0, 5.0)
-                },
+                last("w4 w5 w6 w7 w8 w9", 2.0, 5.0),
             ],
             "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9",
         ),
         (
             "a loop no other window covers is believed up to its repeat",
             vec![
-                WindowText {
-                    cut_start: false,
-                    ..w("w0 w1 w2 w3 w4 w5", 0.0, 3.0)
-                },
-                WindowText {
-                    cut_end: false,
-                    ..w("w4 w5 w6 w7 w8 w9 w8 w9 w8 w9", 2.0, 5.0)
-                },
+                first("w0 w1 w2 w3 w4 w5", 0.0, 3.0),
+                last("w4 w5 w6 w7 w8 w9 w8 w9 w8 w9", 2.0, 5.0),
             ],
             "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9",
         ),
