@@ -61,20 +61,6 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
     (mean, p95)
 }
 
-/// The peak resident memory of process `pid`, MiB (`VmHWM`).
-fn peak_rss_mb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024)
-}
-
 /// Run every measurement and print the table. `capture_s` seconds of paced input time the
 /// capture path (0 skips it).
 pub async fn run(
@@ -234,7 +220,7 @@ pub async fn run(
         let t = Instant::now();
         let (text, _) = asr.transcribe(1, joined.clone()).await?;
         let took = t.elapsed().as_secs_f64();
-        let peak = asr.pid().and_then(peak_rss_mb);
+        let peak = asr.pid().and_then(crate::status::peak_rss_mb);
         asr.shutdown().await;
         let (errors, words) = wer::word_errors(&reference, &text);
         let rtf = took / audio_s;

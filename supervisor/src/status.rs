@@ -269,12 +269,23 @@ pub enum Event {
 /// Resident memory of process `pid`, MiB (`VmRSS` from `/proc/PID/status`), or `None` if the
 /// process is gone or the file unreadable.
 pub fn rss_mb(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vmrss_kb(&text).map(|kb| kb / 1024)
+    proc_status_mb(pid, "VmRSS")
 }
 
-fn parse_vmrss_kb(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+/// Peak resident memory of process `pid`, MiB (`VmHWM`), or `None` as for [`rss_mb`].
+pub fn peak_rss_mb(pid: u32) -> Option<u64> {
+    proc_status_mb(pid, "VmHWM")
+}
+
+fn proc_status_mb(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kb(&text, key).map(|kb| kb / 1024)
+}
+
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
     // The kernel writes "VmRSS:\t  123456 kB"; the unit is always kB.
     line.split_whitespace().next()?.parse().ok()
 }
@@ -770,10 +781,10 @@ mod tests {
     #[test]
     fn rss_is_read_from_proc() {
         assert_eq!(
-            parse_vmrss_kb("Name:\tx\nVmRSS:\t   20480 kB\n"),
+            parse_status_kb("Name:\tx\nVmRSS:\t   20480 kB\n", "VmRSS"),
             Some(20480)
         );
-        assert_eq!(parse_vmrss_kb("Name:\tkthreadd\n"), None);
+        assert_eq!(parse_status_kb("Name:\tkthreadd\n", "VmRSS"), None);
         let ours = rss_mb(std::process::id()).unwrap();
         assert!(ours > 0 && ours < 1_000_000);
         assert_eq!(rss_mb(u32::MAX), None);

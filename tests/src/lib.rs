@@ -55,6 +55,17 @@ pub fn librivox() -> Vec<(PathBuf, String)> {
         .expect("LibriVox clips (run deploy/setup.sh)")
 }
 
+/// Each of `texts` is its clip of `clips`, in order: at most 10 % of the clip's words wrong.
+pub fn assert_recognised(texts: &[String], clips: &[(PathBuf, String)]) {
+    for (i, text) in texts.iter().enumerate() {
+        let (errors, words) = swictation::wer::word_errors(&clips[i].1, text);
+        assert!(
+            errors * 10 <= words,
+            "clip {i}: {errors} errors in {words} words: {text:?}"
+        );
+    }
+}
+
 /// `swictation` with a private runtime dir, so tests never share sockets.
 pub fn swictation(runtime_dir: &Path) -> Command {
     let mut c = Command::new(bin("swictation"));

@@ -135,13 +135,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
     // Every utterance exactly once, in order, and recognised.
     let got = transcript_lines(&out);
     assert_eq!(got.len(), 4, "{got:?}");
-    for (i, text) in got.iter().enumerate() {
-        let (errors, words) = swictation::wer::word_errors(&clips[i].1, text);
-        assert!(
-            errors * 10 <= words,
-            "clip {i}: {errors} errors in {words} words: {text:?}"
-        );
-    }
+    assert_recognised(&got, &clips);
     for needle in [
         "asr: enc cuda:0 dec cpu base 10s → enc cuda:0 dec cpu base 5s",
         "vad: cuda:0 → cpu",

@@ -266,10 +266,7 @@ fn sleep_holds_speech_and_wake_restarts_gpu_workers() {
     eprintln!("{log}");
     let got = transcript_lines(&out);
     assert_eq!(got.len(), 2, "each utterance once: {got:?}");
-    for (i, text) in got.iter().enumerate() {
-        let (errors, words) = swictation::wer::word_errors(&clips[i].1, text);
-        assert!(errors * 10 <= words, "clip {i}: {text:?}");
-    }
+    assert_recognised(&got, &clips);
     assert_eq!(log.matches("going to sleep (logind)").count(), 1, "{log}");
     assert!(log.contains("woke from sleep (told by logind"), "{log}");
 }
