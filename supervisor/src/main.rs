@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
+use swictation::cli::{bench, doctor};
 use swictation::config::{Config, OutputMode};
 use swictation::daemon::{self, Input};
-use swictation::notify::Notifier;
-use swictation::pipeline::{self, describe_placement, Engine, EngineConfig};
-use swictation::segmenter::SegmenterConfig;
-use swictation::status::{render_text, Status};
-use swictation::{audio, bench, capture, control, doctor};
+use swictation::io::notify::Notifier;
+use swictation::io::{audio, capture, control};
+use swictation::report::status::{render_text, Status};
+use swictation::supervision::engine::{self, describe_placement, Engine, EngineConfig};
+use swictation_policy::segmenter::SegmenterConfig;
 use swictation_proto::Device;
 
 /// Hands-free voice dictation: Silero VAD and Moonshine speech recognition, each in its own
@@ -394,9 +395,9 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
             min_faults,
         } => {
             let cfg = daemon::engine_config(&engine.load_config()?, true);
-            let report = swictation::soak::run(
+            let report = swictation::cli::soak::run(
                 cfg,
-                swictation::soak::SoakArgs {
+                swictation::cli::soak::SoakArgs {
                     duration,
                     fault_every,
                     seed,
@@ -638,15 +639,15 @@ async fn transcribe(
     let mut stdout = std::io::stdout().lock();
     let mut result = Ok(());
     for (file, rec) in files.iter().zip(&recordings) {
-        let segments =
-            match pipeline::transcribe_recording(&mut engine, seg_cfg, &rec.samples).await {
-                Ok(s) => s,
-                Err(e) => {
-                    result = Err(e.context(format!("transcribing {}", file.display())));
-                    break;
-                }
-            };
-        let text = pipeline::join_text(&segments);
+        let segments = match engine::transcribe_recording(&mut engine, seg_cfg, &rec.samples).await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                result = Err(e.context(format!("transcribing {}", file.display())));
+                break;
+            }
+        };
+        let text = engine::join_text(&segments);
         if json {
             let obj = serde_json::json!({
                 "file": file,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use swictation::wer;
+pub use swictation_policy::wer;
 pub use swictation_proto as proto;
 
 /// The directory holding the built binaries (the test executable's profile directory).
@@ -51,14 +51,14 @@ pub fn models() -> PathBuf {
 
 /// The five LibriVox clips with their reference transcripts.
 pub fn librivox() -> Vec<(PathBuf, String)> {
-    swictation::bench::librivox_clips(&speech().join("librivox"))
+    swictation::cli::bench::librivox_clips(&speech().join("librivox"))
         .expect("LibriVox clips (run deploy/setup.sh)")
 }
 
 /// Each of `texts` is its clip of `clips`, in order: at most 10 % of the clip's words wrong.
 pub fn assert_recognised(texts: &[String], clips: &[(PathBuf, String)]) {
     for (i, text) in texts.iter().enumerate() {
-        let (errors, words) = swictation::wer::word_errors(&clips[i].1, text);
+        let (errors, words) = swictation_policy::wer::word_errors(&clips[i].1, text);
         assert!(
             errors * 10 <= words,
             "clip {i}: {errors} errors in {words} words: {text:?}"
@@ -527,9 +527,9 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// A recording as 16 kHz mono s16 samples (any format `swictation::audio` reads).
+/// A recording as 16 kHz mono s16 samples (any format `swictation::io::audio` reads).
 pub fn samples_i16(path: &Path) -> Vec<i16> {
-    let audio = swictation::audio::load(path).expect("load recording");
+    let audio = swictation::io::audio::load(path).expect("load recording");
     audio
         .samples
         .iter()
@@ -624,7 +624,9 @@ pub mod alsa_feed {
                     let bytes: Vec<u8> = period.iter().flat_map(|v| v.to_le_bytes()).collect();
                     // Each write only once the reader has taken the previous one.
                     let mut taken = true;
-                    while swictation::bench::fifo_queued(&writer) > 0 && !s.load(Ordering::SeqCst) {
+                    while swictation::cli::bench::fifo_queued(&writer) > 0
+                        && !s.load(Ordering::SeqCst)
+                    {
                         if mic && Instant::now() >= due + UNREAD_GRACE {
                             taken = false;
                             break;

@@ -1,4 +1,4 @@
-//! End-to-end tests of `swictation::capture` through real ALSA on a machine
+//! End-to-end tests of `swictation::io::capture` through real ALSA on a machine
 //! with no sound card.
 //!
 //! ALSA's `file` plugin (configured by `deploy/asoundrc.capture`) turns a FIFO
@@ -25,7 +25,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use swictation::capture::{self, CaptureConfig, CaptureEvent};
+use swictation::io::capture::{self, CaptureConfig, CaptureEvent};
 
 /// Set in the child's environment to the file it writes captured audio to.
 const CHILD_ENV: &str = "SWICTATION_CAPTURE_CHILD";
@@ -323,7 +323,7 @@ fn count(stats: &Value, key: &str) -> u64 {
 /// Writes `bytes` once the reader has taken everything written before, so
 /// that each of its reads gets exactly one write.
 fn write_when_empty(writer: &mut File, bytes: &[u8]) {
-    while swictation::bench::fifo_queued(writer) > 0 {
+    while swictation::cli::bench::fifo_queued(writer) > 0 {
         std::thread::sleep(Duration::from_micros(200));
     }
     writer.write_all(bytes).expect("write FIFO");

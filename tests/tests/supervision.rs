@@ -4,12 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use swictation::pipeline::{EngineConfig, SegmentText};
-use swictation::segmenter::SegmenterConfig;
-use swictation::stages::{stage_channels, Pipeline, PipelineConfig, Report, StageCommand};
-use swictation::supervised::Board;
+use swictation::report::board::Board;
+use swictation::supervision::engine::{EngineConfig, SegmentText};
+use swictation::supervision::stages::{
+    stage_channels, Pipeline, PipelineConfig, Report, StageCommand,
+};
 use swictation_e2e::proto::{Fault, Role};
 use swictation_e2e::*;
+use swictation_policy::segmenter::SegmenterConfig;
 
 fn engine() -> EngineConfig {
     EngineConfig {
@@ -26,7 +28,7 @@ fn engine() -> EngineConfig {
 fn run_with_fault(
     role: Role,
     fault: Fault,
-) -> (Vec<SegmentText>, Report, swictation::status::Status) {
+) -> (Vec<SegmentText>, Report, swictation::report::status::Status) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,7 +50,7 @@ fn run_with_fault(
         let (tx, rx) = tokio::sync::mpsc::channel(1000);
         let clips = librivox();
         for (clip, _) in &clips[..2] {
-            let audio = swictation::audio::load(clip).unwrap().samples;
+            let audio = swictation::io::audio::load(clip).unwrap().samples;
             for chunk in audio.chunks(1600) {
                 tx.send(chunk.to_vec()).await.unwrap();
             }

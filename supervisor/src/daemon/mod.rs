@@ -7,7 +7,7 @@
 //! here) stops when, and only when, this loop stops turning.
 //!
 //! Audio comes from one of three sources:
-//! - capture ([`crate::capture`]): events arrive on a channel; the loop batches them into 100 ms
+//! - capture ([`crate::io::capture`]): events arrive on a channel; the loop batches them into 100 ms
 //!   chunks for the pipeline and never blocks on it (a full queue drops and counts audio);
 //! - files: played by a task at real-time pace (or as fast as the pipeline takes them), which
 //!   discards audio while paused, still at real-time pace, as a microphone would;
@@ -29,17 +29,18 @@ use serde_json::{json, Map};
 use swictation_proto::{Role, SAMPLE_RATE};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::capture::{self, CaptureConfig, CaptureEvent, CaptureHandle};
 use crate::config::Config;
-use crate::control::{Command, ControlCommand, ControlListener};
-use crate::notify::Notifier;
-use crate::output::{Output, Session};
-use crate::pipeline::{EngineConfig, SegmentText};
-use crate::placement::PlacementConfig;
-use crate::placer::Placer;
-use crate::stages::{self, Pipeline, PipelineConfig, Probe, StageCommand, StageControl};
-use crate::status::{self, DaemonState, Event, LatencyTrackers};
-use crate::supervised::Board;
+use crate::io::capture::{self, CaptureConfig, CaptureEvent, CaptureHandle};
+use crate::io::control::{Command, ControlCommand, ControlListener};
+use crate::io::notify::Notifier;
+use crate::io::output::{Output, Session};
+use crate::report::board::Board;
+use crate::report::status::{self, DaemonState, Event, LatencyTrackers};
+use crate::supervision::engine::{EngineConfig, SegmentText};
+use crate::supervision::placer::Placer;
+use crate::supervision::stages::{
+    self, Pipeline, PipelineConfig, Probe, StageCommand, StageControl,
+};
 
 /// Samples per chunk sent to the pipeline: 100 ms.
 const CHUNK: usize = SAMPLE_RATE as usize / 10;
@@ -104,7 +105,7 @@ pub struct Options {
     pub config: Config,
     /// The audio source.
     pub input: Input,
-    /// The control socket (normally [`crate::control::socket_path`]).
+    /// The control socket (normally [`crate::io::control::socket_path`]).
     pub socket: PathBuf,
     /// sd_notify (disabled outside systemd).
     pub notifier: Notifier,
@@ -279,7 +280,7 @@ async fn play_stdin(tx: mpsc::Sender<Vec<f32>>, mut gate: watch::Receiver<Gate>,
                 }
                 if filled == buf.len() {
                     if raw_tx
-                        .blocking_send(crate::audio::from_raw_s16le(&buf))
+                        .blocking_send(crate::io::audio::from_raw_s16le(&buf))
                         .is_err()
                     {
                         return;
@@ -288,7 +289,7 @@ async fn play_stdin(tx: mpsc::Sender<Vec<f32>>, mut gate: watch::Receiver<Gate>,
                 }
             }
             // An odd trailing byte is half a sample: dropped.
-            let tail = crate::audio::from_raw_s16le(&buf[..filled - filled % 2]);
+            let tail = crate::io::audio::from_raw_s16le(&buf[..filled - filled % 2]);
             if !tail.is_empty() {
                 let _ = raw_tx.blocking_send(tail);
             }
@@ -693,10 +694,9 @@ pub async fn run(opts: Options) -> Result<()> {
 
     // Everything that can be refused is checked before anything starts.
     let output = Output::open(&config.output, &Session::from_env())?;
-    let placement =
-        PlacementConfig::from_config(&config).map_err(|e| anyhow::anyhow!("[gpu]: {e}"))?;
-    let gpu_probe =
-        crate::gpu::probe_from_options(gpu_script.as_deref()).context("reading the GPU script")?;
+    let placement = crate::config::translate::placement_config(&config)?;
+    let gpu_probe = crate::io::gpu::probe_from_options(gpu_script.as_deref())
+        .context("reading the GPU script")?;
     let file_audio = match &input {
         Input::Files { paths, .. } => {
             let mut samples = Vec::new();
@@ -705,7 +705,7 @@ pub async fn run(opts: Options) -> Result<()> {
                     // A second of silence between recordings so each ends as its own utterance.
                     samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
                 }
-                samples.extend(crate::audio::load(f)?.samples);
+                samples.extend(crate::io::audio::load(f)?.samples);
             }
             // Trailing silence lets the last utterance close naturally, as when the user stops.
             samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
@@ -784,7 +784,10 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut pcfg = pipeline_config(&config, allow_faults);
     pcfg.engine.simulate_gpu = gpu_script.is_some();
     let placer = Placer::new(gpu_probe, placement, pcfg.engine.clone(), board.clone());
-    let sleep_watch = tokio::spawn(crate::sleep::watch(placer.clone(), board.clone()));
+    let sleep_watch = tokio::spawn(crate::supervision::sleep::watch(
+        placer.clone(),
+        board.clone(),
+    ));
     let mut pipeline = Pipeline::new(pcfg, board.clone()).with_placer(placer);
     let probe = pipeline.probe();
     let (stage, stage_rx) = stages::stage_channels();

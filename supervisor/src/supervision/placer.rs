@@ -1,4 +1,4 @@
-//! Carrying out the placement policy: the glue between [`crate::placement::decide`] (pure), the
+//! Carrying out the placement policy: the glue between [`swictation_policy::placement::decide`] (pure), the
 //! GPU probe, and the supervised workers.
 //!
 //! One [`Placer`] is shared by both stages. It keeps the policy's [`History`] and its view of
@@ -15,7 +15,7 @@
 //!
 //! The circuit breaker ([`Placer::held`]) tells the ASR stage to keep requests queued.
 //!
-//! Sleep: logind's word, where there is a system bus ([`crate::sleep`]), comes in through
+//! Sleep: logind's word, where there is a system bus ([`crate::supervision::sleep`]), comes in through
 //! [`Placer::on_sleeping`] (requests are held: no CUDA work while the GPU suspends) and
 //! [`Placer::on_woken`]; the clocks (`CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`) tell on their own
 //! within a tick of waking. Whichever tells first, the serving GPU workers restart once.
@@ -26,16 +26,16 @@ use std::time::{Duration, Instant};
 use swictation_proto::{Device, Role};
 use tokio::sync::watch;
 
-use crate::failure::FailureClass;
-use crate::gpu::{Availability, GpuProbe};
-use crate::pipeline::EngineConfig;
-use crate::placement::{
+use crate::io::gpu::{Availability, GpuProbe};
+use crate::io::worker::WorkerCommand;
+use crate::report::board::Board;
+use crate::report::status::{Event, GpuStatus};
+use crate::supervision::engine::EngineConfig;
+use swictation_policy::failure::FailureClass;
+use swictation_policy::placement::{
     decide, memory_recovered, Current, Decision, FailureEvent, History, Placement, PlacementConfig,
     Reason, Switch, Threshold, WorkerState, RECOVERY_CAP, RECOVERY_POLL,
 };
-use crate::status::{Event, GpuStatus};
-use crate::supervised::Board;
-use crate::worker::WorkerCommand;
 
 /// Where a worker goes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -271,8 +271,8 @@ impl Placer {
             state: Mutex::new(State {
                 history: History::default(),
                 current: Current {
-                    vad: crate::placement::Worker::unplaced(),
-                    asr: crate::placement::Worker::unplaced(),
+                    vad: swictation_policy::placement::Worker::unplaced(),
+                    asr: swictation_policy::placement::Worker::unplaced(),
                 },
                 last: Availability::NoGpu("not read yet".into()),
                 committed: [None, None],
@@ -553,7 +553,7 @@ impl Placer {
                 return self.command(match role {
                     Role::Vad => Spot::Vad(Device::Cpu),
                     Role::Asr => Spot::Asr(Placement::cpu(
-                        crate::placement::ModelSize::Base,
+                        swictation_policy::placement::ModelSize::Base,
                         self.engine.context_s,
                     )),
                 })
@@ -593,7 +593,10 @@ impl Placer {
                     .or(before)
                     .or_else(|| self.cfg.ladder.asr.last().map(|r| r.resolve(None)))
                     .unwrap_or_else(|| {
-                        Placement::cpu(crate::placement::ModelSize::Base, self.engine.context_s)
+                        Placement::cpu(
+                            swictation_policy::placement::ModelSize::Base,
+                            self.engine.context_s,
+                        )
                     });
                 if let Some(c) = d.asr.as_ref().filter(|c| Some(c.to) != before) {
                     self.announce(&c.reason, Spot::Asr(to));
@@ -938,7 +941,7 @@ fn set_spot(c: &mut Current, to: Spot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::ScriptedProbe;
+    use crate::io::gpu::ScriptedProbe;
 
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)

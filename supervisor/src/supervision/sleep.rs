@@ -24,9 +24,9 @@ use futures_util::StreamExt;
 use zbus::message::Type;
 use zbus::{Connection, MatchRule, MessageStream, OwnedFd};
 
-use crate::placer::Placer;
-use crate::status::SLEEP_GOING;
-use crate::supervised::Board;
+use crate::report::board::Board;
+use crate::report::status::SLEEP_GOING;
+use crate::supervision::placer::Placer;
 
 /// logind's bus name, object and interface.
 pub const LOGIND: &str = "org.freedesktop.login1";

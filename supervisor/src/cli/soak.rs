@@ -10,11 +10,14 @@ use anyhow::{Context, Result};
 use swictation_proto::{Fault, Role};
 use tokio::sync::mpsc;
 
-use crate::audio;
-use crate::pipeline::EngineConfig;
-use crate::segmenter::SegmenterConfig;
-use crate::stages::{stage_channels, Pipeline, PipelineConfig, StageCommand, StageControl};
-use crate::supervised::{Board, Stats};
+use crate::io::audio;
+use crate::report::board::Board;
+use crate::supervision::engine::EngineConfig;
+use crate::supervision::stages::{
+    stage_channels, Pipeline, PipelineConfig, StageCommand, StageControl,
+};
+use crate::supervision::supervised::Stats;
+use swictation_policy::segmenter::SegmenterConfig;
 
 /// Soak parameters.
 #[derive(Debug, Clone)]
@@ -273,7 +276,7 @@ fn zombie_children() -> usize {
 pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport> {
     engine.allow_faults = true;
     let speech_dir = swictation_proto::paths::speech_dir().join("librivox");
-    let clips = crate::bench::librivox_clips(&speech_dir)?;
+    let clips = crate::cli::bench::librivox_clips(&speech_dir)?;
     let mut speech = Vec::new();
     for (path, _) in &clips {
         speech.extend(audio::load(path)?.samples);
@@ -288,7 +291,7 @@ pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport>
     let mut pipeline = Pipeline::new(cfg, board.clone());
     pipeline.start().await;
     let fds_start = open_fds();
-    let rss_start = crate::status::rss_mb(std::process::id()).unwrap_or(0);
+    let rss_start = crate::report::status::rss_mb(std::process::id()).unwrap_or(0);
 
     let (control, receivers) = stage_channels();
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(600);
@@ -399,7 +402,7 @@ pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport>
         asr: report.asr,
         rss_mb: (
             rss_start,
-            crate::status::rss_mb(std::process::id()).unwrap_or(0),
+            crate::report::status::rss_mb(std::process::id()).unwrap_or(0),
         ),
         fds: (fds_start, open_fds()),
         zombies: zombie_children(),

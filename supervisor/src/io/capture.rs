@@ -32,7 +32,7 @@ use cpal::{SampleFormat, SizedSample, StreamConfig, SupportedBufferSize, I24, U2
 use rtrb::{Consumer, Producer, RingBuffer};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::audio::{self, Resampler16k};
+use crate::io::audio::{self, Resampler16k};
 
 /// How often the capture thread drains the ring: short enough for low
 /// latency, long enough that the thread costs nothing measurable.

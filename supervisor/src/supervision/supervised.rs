@@ -2,7 +2,7 @@
 //! classified when it fails, and reported on the status board.
 //!
 //! The state machine is explicit ([`WorkerState`]); [`Supervised::apply`] is the one place that
-//! changes it, and everything else reads it. Process mechanics stay in [`crate::worker`]; the
+//! changes it, and everything else reads it. Process mechanics stay in [`crate::io::worker`]; the
 //! choice of *where* to run stays with the caller (placement).
 
 use std::collections::BTreeMap;
@@ -11,14 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use swictation_proto::{ErrorKind, Fault, Reply, Request, Role, VAD_FRAME};
-use tokio::sync::{broadcast, watch};
 
-use crate::failure::{self, FailureClass, Observation};
-use crate::placement::Switch;
-use crate::placer::{Order, Placer};
-use crate::restart::{Decision, RestartHistory, RestartPolicy};
-use crate::status::{Event, FailureRecord, Status, WorkerStatus};
-use crate::worker::{Worker, WorkerCommand, WorkerError};
+use crate::io::worker::{Worker, WorkerCommand, WorkerError};
+use crate::report::board::Board;
+use crate::report::status::{Event, FailureRecord};
+use crate::supervision::placer::{Order, Placer};
+use swictation_policy::failure::{self, FailureClass, Observation};
+use swictation_policy::placement::Switch;
+use swictation_policy::restart::{Decision, RestartHistory, RestartPolicy};
 
 /// Where a supervised worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -111,80 +111,9 @@ impl Canary {
         let path = swictation_proto::paths::speech_dir().join("goforward.raw");
         let bytes = std::fs::read(path).ok()?;
         Some(Self {
-            speech: crate::audio::from_raw_s16le(&bytes),
+            speech: crate::io::audio::from_raw_s16le(&bytes),
             text: "go forward ten meters".into(),
         })
-    }
-}
-
-/// Everything the daemon reports, shared by every task: the status document and the event stream.
-#[derive(Clone)]
-pub struct Board {
-    status: Arc<watch::Sender<Status>>,
-    events: broadcast::Sender<Event>,
-}
-
-impl Board {
-    /// A board starting from [`Status::starting`].
-    pub fn new() -> Self {
-        let (status, _) = watch::channel(Status::starting());
-        let (events, _) = broadcast::channel(1024);
-        Self {
-            status: Arc::new(status),
-            events,
-        }
-    }
-
-    /// A receiver of status snapshots.
-    pub fn subscribe_status(&self) -> watch::Receiver<Status> {
-        self.status.subscribe()
-    }
-
-    /// The event sender (for the control socket's subscribers).
-    pub fn events(&self) -> broadcast::Sender<Event> {
-        self.events.clone()
-    }
-
-    /// The current status.
-    pub fn snapshot(&self) -> Status {
-        self.status.borrow().clone()
-    }
-
-    /// Change the status in place.
-    pub fn update(&self, f: impl FnOnce(&mut Status)) {
-        self.status.send_modify(f);
-    }
-
-    /// Change one worker's entry (created if missing).
-    pub fn update_worker(&self, role: Role, f: impl FnOnce(&mut WorkerStatus)) {
-        self.status.send_modify(|s| {
-            let i = match s.workers.iter().position(|w| w.role == role.as_str()) {
-                Some(i) => i,
-                None => {
-                    s.workers.push(WorkerStatus {
-                        role: role.as_str().into(),
-                        ..WorkerStatus::default()
-                    });
-                    s.workers.sort_by(|a, b| b.role.cmp(&a.role));
-                    s.workers
-                        .iter()
-                        .position(|w| w.role == role.as_str())
-                        .unwrap_or(0)
-                }
-            };
-            f(&mut s.workers[i]);
-        });
-    }
-
-    /// Publish an event (dropped if nobody listens).
-    pub fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-}
-
-impl Default for Board {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -365,7 +294,7 @@ impl Supervised {
                 s.recoveries.push(took);
             }
         }
-        let device = crate::pipeline::describe_placement(&h.placement);
+        let device = crate::supervision::engine::describe_placement(&h.placement);
         self.board.update_worker(self.role, |w| {
             w.pid = Some(pid);
             w.device = device.clone();
@@ -397,7 +326,7 @@ impl Supervised {
         let input = FailureInput {
             message: format!("{} worker died while idle", self.role),
             stderr_tail: tail,
-            oom_killed: crate::worker::oom_kill_seen(),
+            oom_killed: crate::io::worker::oom_kill_seen(),
             ..FailureInput::default()
         };
         self.record(input, worker).await
@@ -649,7 +578,7 @@ impl Supervised {
         if let Ok(mut s) = self.stats.lock() {
             s.startups.push(now - spawned);
         }
-        let device = crate::pipeline::describe_placement(&h.placement);
+        let device = crate::supervision::engine::describe_placement(&h.placement);
         self.board.update_worker(self.role, |w| {
             w.pid = Some(h.pid);
             w.device = device.clone();
@@ -744,7 +673,7 @@ impl From<WorkerError> for FailureInput {
                 message,
                 stderr_tail,
                 status,
-                oom_killed: crate::worker::oom_kill_seen(),
+                oom_killed: crate::io::worker::oom_kill_seen(),
                 ..Default::default()
             },
             WorkerError::Spawn { .. } => FailureInput {
@@ -791,7 +720,7 @@ async fn run_canary(role: Role, worker: &mut Worker, canary: &Canary) -> Result<
                 .transcribe(u64::MAX, canary.speech.clone())
                 .await
                 .map_err(|e| e.to_string())?;
-            let (errors, words) = crate::wer::word_errors(&canary.text, &text);
+            let (errors, words) = swictation_policy::wer::word_errors(&canary.text, &text);
             if errors * 4 > words {
                 return Err(format!(
                     "expected {:?}, got {} words with {errors} errors",

@@ -20,12 +20,13 @@ use serde::Serialize;
 use swictation_proto::{Fault, Role, SAMPLE_RATE, VAD_FRAME};
 use tokio::sync::{mpsc, watch};
 
-use crate::pipeline::{EngineConfig, SegmentText};
-use crate::placer::{Hold, Order, Placer};
-use crate::restart::{Decision, RestartPolicy};
-use crate::segmenter::{Segment, Segmenter, SegmenterConfig};
-use crate::status::DaemonState;
-use crate::supervised::{Board, CallError, Canary, Stats, Supervised};
+use crate::report::board::Board;
+use crate::report::status::DaemonState;
+use crate::supervision::engine::{EngineConfig, SegmentText};
+use crate::supervision::placer::{Hold, Order, Placer};
+use crate::supervision::supervised::{CallError, Canary, Stats, Supervised};
+use swictation_policy::restart::{Decision, RestartPolicy};
+use swictation_policy::segmenter::{Segment, Segmenter, SegmenterConfig};
 
 /// Most frames sent in one VAD request (2 s): bounds the deadline and the replay on a failure.
 const MAX_BATCH_FRAMES: usize = 64;
@@ -696,7 +697,7 @@ async fn asr_stage(
 /// outage does not lose it.
 fn keep_pending(dir: &std::path::Path, seg: &Segment) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    crate::audio::write_wav(&dir.join(format!("{:08}.wav", seg.index)), &seg.samples)?;
+    crate::io::audio::write_wav(&dir.join(format!("{:08}.wav", seg.index)), &seg.samples)?;
     Ok(())
 }
 
@@ -709,7 +710,7 @@ fn quarantine(dir: &std::path::Path, seg: &Segment, reason: &str) -> Result<Path
         .unwrap_or(0);
     let base = dir.join(format!("{stamp}-{:08}", seg.index));
     let wav = base.with_extension("wav");
-    crate::audio::write_wav(&wav, &seg.samples)?;
+    crate::io::audio::write_wav(&wav, &seg.samples)?;
     let meta = serde_json::json!({
         "segment": seg.index,
         "start_s": seg.start as f64 / SAMPLE_RATE as f64,

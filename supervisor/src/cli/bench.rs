@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use swictation_proto::{Role, VAD_FRAME};
 
-use crate::audio;
-use crate::capture::{self, CaptureConfig, CaptureEvent, CaptureStats};
-use crate::pipeline::EngineConfig;
-use crate::wer;
-use crate::worker::{worker_program, Worker};
+use crate::io::audio;
+use crate::io::capture::{self, CaptureConfig, CaptureEvent, CaptureStats};
+use crate::io::worker::{worker_program, Worker};
+use crate::supervision::engine::EngineConfig;
+use swictation_policy::wer;
 
 /// The five LibriVox clips `deploy/setup.sh` installs, with their transcripts.
 pub fn librivox_clips(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
@@ -220,7 +220,7 @@ pub async fn run(
         let t = Instant::now();
         let (text, _) = asr.transcribe(1, joined.clone()).await?;
         let took = t.elapsed().as_secs_f64();
-        let peak = asr.pid().and_then(crate::status::peak_rss_mb);
+        let peak = asr.pid().and_then(crate::report::status::peak_rss_mb);
         asr.shutdown().await;
         let (errors, words) = wer::word_errors(&reference, &text);
         let rtf = took / audio_s;
@@ -522,7 +522,7 @@ fn measure_capture(
         .and_then(|()| {
             std::fs::write(
                 alsa.join("asoundrc"),
-                include_str!("../../deploy/asoundrc.capture"),
+                include_str!("../../../deploy/asoundrc.capture"),
             )
         })
         .map_err(|e| format!("cannot write the ALSA configuration: {e}"))?;

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use swictation_proto::Device;
 
-use crate::segmenter::{SegmenterConfig, MAX_SEGMENT_LIMIT_MS};
+use swictation_policy::segmenter::{SegmenterConfig, MAX_SEGMENT_LIMIT_MS};
+
+pub mod translate;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -837,13 +839,8 @@ impl Config {
         check("gpu.margin_mb", g.margin_mb, 0, 1_000_000)?;
         check("gpu.hysteresis_mb", g.hysteresis_mb, 0, 1_000_000)?;
         check("gpu.promote_after_s", g.promote_after_s, 0.0, 86_400.0)?;
-        if let Err(e) = crate::placement::PlacementConfig::from_config(self) {
-            let (key, value) = if !e.contains("vad") {
-                ("gpu.asr_ladder", format!("{:?}", g.asr_ladder))
-            } else {
-                ("gpu.vad_ladder", format!("{:?}", g.vad_ladder))
-            };
-            return Err(invalid(key, value, e));
+        if let Err(e) = translate::placement_config(self) {
+            return Err(invalid(e.key, e.value, e.reason));
         }
 
         let s = &self.supervision;

@@ -41,14 +41,55 @@ impl FailureClass {
 impl std::fmt::Display for FailureClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FailureClass::Crash(sig) => match nix::sys::signal::Signal::try_from(*sig) {
-                Ok(s) => write!(f, "crash ({s})"),
-                Err(_) => write!(f, "crash (signal {sig})"),
+            FailureClass::Crash(sig) => match signal_name(*sig) {
+                Some(s) => write!(f, "crash ({s})"),
+                None => write!(f, "crash (signal {sig})"),
             },
             FailureClass::Exit(code) => write!(f, "exit ({code})"),
             other => f.write_str(other.key()),
         }
     }
+}
+
+/// The name of a Linux signal by number (`SIGSEGV` for 11), as the kernel's headers spell it.
+pub fn signal_name(sig: i32) -> Option<&'static str> {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(sig)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| NAMES.get(i).copied())
 }
 
 /// What was observed when a worker failed.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use swictation_proto::Role;
 
 use crate::config::{Config, OutputMode};
-use crate::output::{self, Clipper, Session, Tool, Typer};
+use crate::io::output::{self, Clipper, Session, Tool, Typer};
 
 /// How long a worker check may take (a first ONNX Runtime load from a cold disk is slow).
 const WORKER_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -132,8 +132,10 @@ pub fn run(config: Result<(Config, PathBuf), crate::config::ConfigError>) -> Vec
             Config::default()
         }
     };
-    let vad_worker = crate::worker::worker_program(cfg.runtime.workers_dir.as_deref(), Role::Vad);
-    let asr_worker = crate::worker::worker_program(cfg.runtime.workers_dir.as_deref(), Role::Asr);
+    let vad_worker =
+        crate::io::worker::worker_program(cfg.runtime.workers_dir.as_deref(), Role::Vad);
+    let asr_worker =
+        crate::io::worker::worker_program(cfg.runtime.workers_dir.as_deref(), Role::Asr);
     rows.push(workers_present(&[&vad_worker, &asr_worker]));
     let models = cfg.runtime.models_dir();
     rows.extend(models_rows(&models, &cfg.asr.model));
@@ -415,7 +417,7 @@ fn sleep_row() -> Check {
         .map_err(|e| e.to_string())
         .and_then(|rt| {
             rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), crate::sleep::probe())
+                tokio::time::timeout(Duration::from_secs(5), crate::supervision::sleep::probe())
                     .await
                     .map_err(|_| "the system bus did not answer within 5 s".to_owned())?
                     .map_err(|e| e.to_string())
@@ -439,7 +441,7 @@ fn audio_row() -> Check {
     let spawned = std::thread::Builder::new()
         .name("doctor-audio".into())
         .spawn(move || {
-            let _ = tx.send(crate::capture::list_devices());
+            let _ = tx.send(crate::io::capture::list_devices());
         });
     if spawned.is_err() {
         return Check::new(
@@ -541,7 +543,7 @@ fn list_or_none(v: &[&str]) -> String {
 /// The control socket's directory: ours and 0700 if it exists, else creatable; and whether a
 /// daemon is listening.
 fn socket_row() -> Check {
-    let dir = crate::control::socket_dir();
+    let dir = crate::io::control::socket_dir();
     let sock = dir.join("control.sock");
     let me = nix::unistd::geteuid().as_raw();
     match std::fs::symlink_metadata(&dir) {

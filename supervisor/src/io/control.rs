@@ -29,7 +29,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWri
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::status::{Event, Status};
+use crate::report::status::{Event, Status};
 
 /// The protocol version this daemon speaks (`"v"` in every message).
 pub const PROTOCOL_VERSION: u64 = 1;
@@ -684,7 +684,7 @@ pub async fn subscribe_at(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::DaemonState;
+    use crate::report::status::DaemonState;
 
     struct Harness {
         _dir: tempfile::TempDir,
@@ -1095,7 +1095,7 @@ mod tests {
             std::process::Command::new(exe)
                 .args([
                     "--exact",
-                    "control::tests::other_uid_client",
+                    "io::control::tests::other_uid_client",
                     "--nocapture",
                     "--test-threads=1",
                 ])

@@ -12,9 +12,9 @@ use serde::Serialize;
 use swictation_proto::{ComponentPlacement, Device, Role, SAMPLE_RATE, VAD_FRAME};
 use tokio::sync::{mpsc, watch};
 
-use crate::placement::{ModelSize, Placement};
-use crate::segmenter::{Segment, Segmenter, SegmenterConfig};
-use crate::worker::{worker_program, Worker, WorkerCommand};
+use crate::io::worker::{worker_program, Worker, WorkerCommand};
+use swictation_policy::placement::{ModelSize, Placement};
+use swictation_policy::segmenter::{Segment, Segmenter, SegmenterConfig};
 
 /// Frames per VAD request when the audio is already all there (a file): ~1 s.
 const FILE_BATCH_FRAMES: usize = 32;

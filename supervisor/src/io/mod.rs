@@ -1,0 +1,10 @@
+//! Mechanics, with no decisions of their own: they do what the supervision layer asks and report
+//! what happened.
+
+pub mod audio;
+pub mod capture;
+pub mod control;
+pub mod gpu;
+pub mod notify;
+pub mod output;
+pub mod worker;

@@ -1,0 +1,5 @@
+//! What the daemon says about itself: [`status`] (the snapshot `swictation status` shows and the
+//! events it streams) and [`board`] (where the supervision layer publishes them).
+
+pub mod board;
+pub mod status;
