@@ -39,7 +39,7 @@ impl Default for RestartPolicy {
 
 /// What to do after a failure.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub enum Verdict {
     /// Start the worker again after this delay, in the same place.
     Restart { after: Duration },
     /// Too many failures too fast: placement must choose something else (a smaller model, the
@@ -51,11 +51,11 @@ pub enum Decision {
     },
 }
 
-impl Decision {
+impl Verdict {
     /// The delay before the next attempt, whatever the decision.
     pub fn delay(&self) -> Duration {
         match self {
-            Decision::Restart { after } | Decision::Escalate { after, .. } => *after,
+            Verdict::Restart { after } | Verdict::Escalate { after, .. } => *after,
         }
     }
 }
@@ -89,7 +89,7 @@ impl RestartHistory {
     }
 
     /// The worker failed at `now`: decide when (and whether in the same place) to restart.
-    pub fn on_failure(&mut self, now: Duration, policy: &RestartPolicy) -> Decision {
+    pub fn on_failure(&mut self, now: Duration, policy: &RestartPolicy) -> Verdict {
         if let Some(since) = self.ready_since.take() {
             if now.saturating_sub(since) >= policy.stable_after {
                 self.consecutive = 0;
@@ -109,13 +109,13 @@ impl RestartHistory {
             self.failures.pop_front();
         }
         if self.failures.len() > policy.max_failures {
-            Decision::Escalate {
+            Verdict::Escalate {
                 failures: self.failures.len(),
                 window: policy.window,
                 after,
             }
         } else {
-            Decision::Restart { after }
+            Verdict::Restart { after }
         }
     }
 }
@@ -177,7 +177,7 @@ mod tests {
         for (t, escalate) in table {
             let d = h.on_failure(ms(t), &policy);
             assert_eq!(
-                matches!(d, Decision::Escalate { .. }),
+                matches!(d, Verdict::Escalate { .. }),
                 escalate,
                 "at {t} ms: {d:?}"
             );

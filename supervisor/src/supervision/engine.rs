@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use swictation_proto::{ComponentPlacement, Device, Role, SAMPLE_RATE, VAD_FRAME};
-use tokio::sync::{mpsc, watch};
 
 use crate::io::worker::{worker_program, Worker, WorkerCommand};
 use swictation_policy::placement::{ModelSize, Placement};
@@ -304,28 +303,4 @@ pub fn join_text(segments: &[SegmentText]) -> String {
         .filter(|t| !t.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Feed `samples` into `tx` in chunks of `chunk` samples at real-time pace (or as fast as the
-/// receiver takes them when `paced` is false), stopping early when `stop` is raised.
-pub async fn play(
-    samples: Vec<f32>,
-    chunk: usize,
-    paced: bool,
-    tx: mpsc::Sender<Vec<f32>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let period = Duration::from_secs_f64(chunk as f64 / SAMPLE_RATE as f64);
-    let mut tick = tokio::time::interval(period);
-    for part in samples.chunks(chunk) {
-        if paced {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => return,
-            }
-        }
-        if *stop.borrow() || tx.send(part.to_vec()).await.is_err() {
-            return;
-        }
-    }
 }

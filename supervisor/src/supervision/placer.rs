@@ -33,8 +33,8 @@ use crate::report::status::{Event, GpuStatus};
 use crate::supervision::engine::EngineConfig;
 use swictation_policy::failure::FailureClass;
 use swictation_policy::placement::{
-    decide, memory_recovered, Current, Decision, FailureEvent, History, Placement, PlacementConfig,
-    Reason, Switch, Threshold, WorkerState, RECOVERY_CAP, RECOVERY_POLL,
+    decide, memory_recovered, Current, Decision, FailureEvent, History, Phase, Placement,
+    PlacementConfig, Reason, Switch, Threshold, RECOVERY_CAP, RECOVERY_POLL,
 };
 
 /// Where a worker goes.
@@ -271,8 +271,8 @@ impl Placer {
             state: Mutex::new(State {
                 history: History::default(),
                 current: Current {
-                    vad: swictation_policy::placement::Worker::unplaced(),
-                    asr: swictation_policy::placement::Worker::unplaced(),
+                    vad: swictation_policy::placement::Slot::unplaced(),
+                    asr: swictation_policy::placement::Slot::unplaced(),
                 },
                 last: Availability::NoGpu("not read yet".into()),
                 committed: [None, None],
@@ -337,7 +337,7 @@ impl Placer {
         let Availability::Available(g) = r else {
             return;
         };
-        let live = |s: WorkerState| s != WorkerState::Absent;
+        let live = |s: Phase| s != Phase::Absent;
         let mut uses: Vec<(u32, Option<u32>, u64)> = Vec::new();
         if let (Some(Device::Cuda(n)), true) = (c.vad.placement, live(c.vad.state)) {
             uses.push((n, c.vad.pid, self.cfg.estimates.vad_mb));
@@ -560,11 +560,11 @@ impl Placer {
             }
         };
         let st = &mut *guard;
-        set_state(&mut st.current, role, WorkerState::Absent, None);
+        set_state(&mut st.current, role, Phase::Absent, None);
         if let Some((to, at)) = st.committed[slot(role)].take() {
             if at.elapsed() <= COMMIT_FRESH {
                 set_spot(&mut st.current, to);
-                set_state(&mut st.current, role, WorkerState::Starting, None);
+                set_state(&mut st.current, role, Phase::Starting, None);
                 return self.command(to);
             }
         }
@@ -605,7 +605,7 @@ impl Placer {
                 Spot::Asr(to)
             }
         };
-        set_state(&mut st.current, role, WorkerState::Starting, None);
+        set_state(&mut st.current, role, Phase::Starting, None);
         self.command(to)
     }
 
@@ -676,7 +676,7 @@ impl Placer {
             return;
         };
         let st = &mut *guard;
-        set_state(&mut st.current, role, WorkerState::Absent, None);
+        set_state(&mut st.current, role, Phase::Absent, None);
         let event = FailureEvent {
             role,
             class,
@@ -705,7 +705,7 @@ impl Placer {
     /// A worker passed its canary: note it serving, and learn its real VRAM there.
     pub fn on_ready(&self, role: Role, pid: u32) {
         if let Ok(mut st) = self.state.lock() {
-            set_state(&mut st.current, role, WorkerState::Ready, Some(pid));
+            set_state(&mut st.current, role, Phase::Ready, Some(pid));
         }
         let readings = self.read();
         if self.engine.simulate_gpu {
@@ -741,7 +741,7 @@ impl Placer {
     /// A worker was stopped on purpose.
     pub fn on_stopped(&self, role: Role) {
         if let Ok(mut st) = self.state.lock() {
-            set_state(&mut st.current, role, WorkerState::Absent, None);
+            set_state(&mut st.current, role, Phase::Absent, None);
         }
     }
 
@@ -783,7 +783,7 @@ impl Placer {
             let serving = match role {
                 Role::Vad => st.current.vad.state,
                 Role::Asr => st.current.asr.state,
-            } == WorkerState::Ready;
+            } == Phase::Ready;
             // Only a serving worker is moved; one starting or absent is placed when it starts.
             if serving {
                 orders.push(self.order(&mut st.current, to, switch, reason));
@@ -803,7 +803,7 @@ impl Placer {
             Role::Vad => current.vad.pid,
             Role::Asr => current.asr.pid,
         };
-        set_state(current, role, WorkerState::Starting, pid);
+        set_state(current, role, Phase::Starting, pid);
         Order {
             role,
             to,
@@ -826,12 +826,12 @@ impl Placer {
             "resumed from suspend{asleep}: restarting GPU workers before a stale CUDA context fails with \"unspecified launch failure\""
         );
         let mut orders = Vec::new();
-        let vad = (st.current.vad.state == WorkerState::Ready)
+        let vad = (st.current.vad.state == Phase::Ready)
             .then_some(st.current.vad.placement)
             .flatten()
             .filter(|d| *d != Device::Cpu)
             .map(Spot::Vad);
-        let asr = (st.current.asr.state == WorkerState::Ready)
+        let asr = (st.current.asr.state == Phase::Ready)
             .then_some(st.current.asr.placement)
             .flatten()
             .filter(|p| p.gpu().is_some())
@@ -863,7 +863,7 @@ impl Placer {
         self.wait_released(released.0).await;
         if let Ok(mut st) = self.state.lock() {
             set_spot(&mut st.current, order.to);
-            set_state(&mut st.current, order.role, WorkerState::Absent, None);
+            set_state(&mut st.current, order.role, Phase::Absent, None);
             st.committed[slot(order.role)] = Some((order.to, Instant::now()));
         }
         self.announce(&order.reason, order.to);
@@ -888,7 +888,7 @@ impl Placer {
         let st = &mut *guard;
         let mut trial = st.current.clone();
         set_spot(&mut trial, order.to);
-        set_state(&mut trial, order.role, WorkerState::Starting, None);
+        set_state(&mut trial, order.role, Phase::Starting, None);
         let event = FailureEvent {
             role: order.role,
             class,
@@ -904,7 +904,7 @@ impl Placer {
             Role::Vad => st.current.vad.pid,
             Role::Asr => st.current.asr.pid,
         };
-        set_state(&mut st.current, order.role, WorkerState::Ready, pid);
+        set_state(&mut st.current, order.role, Phase::Ready, pid);
         let message = format!(
             "{}: could not move to {} ({class}: {why}); staying where it is",
             order.role, order.to
@@ -918,7 +918,7 @@ impl Placer {
 #[derive(Debug, Clone, Copy)]
 pub struct ReleaseToken(Option<(u32, u64, u64)>);
 
-fn set_state(c: &mut Current, role: Role, state: WorkerState, pid: Option<u32>) {
+fn set_state(c: &mut Current, role: Role, state: Phase, pid: Option<u32>) {
     match role {
         Role::Vad => {
             c.vad.state = state;

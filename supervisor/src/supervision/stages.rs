@@ -25,7 +25,7 @@ use crate::report::status::DaemonState;
 use crate::supervision::engine::{EngineConfig, SegmentText};
 use crate::supervision::placer::{Hold, Order, Placer};
 use crate::supervision::supervised::{CallError, Canary, Stats, Supervised};
-use swictation_policy::restart::{Decision, RestartPolicy};
+use swictation_policy::restart::{RestartPolicy, Verdict};
 use swictation_policy::segmenter::{Segment, Segmenter, SegmenterConfig};
 
 /// Most frames sent in one VAD request (2 s): bounds the deadline and the replay on a failure.
@@ -473,7 +473,7 @@ async fn vad_stage(
                         .collect::<Vec<_>>();
                 }
                 if let Err(f) = sup.ensure_ready().await {
-                    if matches!(f.decision, Decision::Escalate { .. }) {
+                    if matches!(f.decision, Verdict::Escalate { .. }) {
                         crate::log_error!(
                             "VAD worker keeps failing ({}): segmenting by energy until it recovers",
                             f.class
@@ -620,7 +620,7 @@ async fn asr_stage(
             crate::log_info!("releasing {} held segment(s) to ASR", queue.len());
         }
         if let Err(f) = sup.ensure_ready().await {
-            if matches!(f.decision, Decision::Escalate { .. }) && !degraded {
+            if matches!(f.decision, Verdict::Escalate { .. }) && !degraded {
                 degraded = true;
                 crate::log_error!(
                     "ASR worker keeps failing ({}): keeping speech on disk until it recovers",

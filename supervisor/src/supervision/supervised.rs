@@ -18,7 +18,7 @@ use crate::report::status::{Event, FailureRecord};
 use crate::supervision::placer::{Order, Placer};
 use swictation_policy::failure::{self, FailureClass, Observation};
 use swictation_policy::placement::Switch;
-use swictation_policy::restart::{Decision, RestartHistory, RestartPolicy};
+use swictation_policy::restart::{RestartHistory, RestartPolicy, Verdict};
 
 /// Where a supervised worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,7 +125,7 @@ pub struct Failure {
     /// Detail for status and logs (never transcript text).
     pub reason: String,
     /// When and how to restart.
-    pub decision: Decision,
+    pub decision: Verdict,
 }
 
 /// The outcome of a request that did not succeed.
@@ -342,7 +342,7 @@ impl Supervised {
             return Err(CallError::Failed(Failure {
                 class: FailureClass::Exit(-1),
                 reason: "no worker running".into(),
-                decision: Decision::Restart {
+                decision: Verdict::Restart {
                     after: Duration::ZERO,
                 },
             }));
@@ -421,8 +421,8 @@ impl Supervised {
         let decision = self.history.on_failure(now - self.epoch, &self.policy);
         self.next_attempt = Some(now + decision.delay());
         match decision {
-            Decision::Restart { .. } => self.apply(WorkerEvent::BackOff),
-            Decision::Escalate { .. } => self.apply(WorkerEvent::GiveUp),
+            Verdict::Restart { .. } => self.apply(WorkerEvent::BackOff),
+            Verdict::Escalate { .. } => self.apply(WorkerEvent::GiveUp),
         }
         if let Ok(mut s) = self.stats.lock() {
             *s.restarts.entry(class.key().into()).or_default() += 1;
@@ -454,7 +454,7 @@ impl Supervised {
         });
         let after_ready = std::mem::take(&mut self.serving);
         if let Some(p) = self.placer.clone() {
-            let escalated = matches!(decision, Decision::Escalate { .. });
+            let escalated = matches!(decision, Verdict::Escalate { .. });
             p.on_failure(self.role, class, after_ready, escalated).await;
         }
         Failure {

@@ -381,14 +381,14 @@ pub(crate) struct RoleNow {
     label: Option<String>,
     rung: Option<usize>,
     gpu: Option<u32>,
-    state: WorkerState,
+    state: Phase,
     /// VRAM it holds on its GPU (measured, else its need).
     usage_mb: u64,
 }
 
 pub(crate) fn role_now<T: fmt::Display>(
     role: Role,
-    w: &Worker<T>,
+    w: &Slot<T>,
     rung: Option<usize>,
     gpu: Option<u32>,
     steps: &[Step],
@@ -556,7 +556,7 @@ pub(crate) fn plan_role(
         }
     };
     match me.state {
-        WorkerState::Absent => {
+        Phase::Absent => {
             let from = if me.label.is_some() {
                 me.rung.unwrap_or(0)
             } else {
@@ -585,8 +585,8 @@ pub(crate) fn plan_role(
                 switch: Switch::Start,
             });
         }
-        WorkerState::Starting => return None,
-        WorkerState::Ready => {}
+        Phase::Starting => return None,
+        Phase::Ready => {}
     }
     let Some(i) = me.rung else {
         // Placed somewhere the ladder does not list (the configuration changed): back onto it.
@@ -793,7 +793,7 @@ pub(crate) fn observe(
 /// Decide where the workers run now. Pure: the same inputs give the same decision.
 ///
 /// Call it every second with a fresh reading (`event` = `None`), at start-up (both workers
-/// [`WorkerState::Absent`] with no placement), and whenever a worker fails (with the event, after
+/// [`Phase::Absent`] with no placement), and whenever a worker fails (with the event, after
 /// waiting for its memory to show as free). Carry out the changes, then keep
 /// [`Decision::history`] for the next call.
 pub fn decide(
@@ -842,7 +842,7 @@ pub fn decide(
         &view,
     );
     // The VAD counts as still on its GPU while it is not Absent there.
-    let vad_on = vad_gpu.filter(|_| current.vad.state != WorkerState::Absent);
+    let vad_on = vad_gpu.filter(|_| current.vad.state != Phase::Absent);
 
     // ASR first: it is the one that benefits from the GPU, so it gets first claim on memory.
     let asr_plan = plan_role(&asr_now, event, vad_on, &asr_steps, &view, &mut h, cfg, now);
@@ -885,17 +885,17 @@ pub fn decide(
             !((*role == "asr" && asr.is_some()) || (*role == "vad" && vad.is_some()))
         });
     }
-    if current.asr.state != WorkerState::Ready {
+    if current.asr.state != Phase::Ready {
         h.room_since.retain(|(role, _), _| *role != "asr");
     }
-    if current.vad.state != WorkerState::Ready {
+    if current.vad.state != Phase::Ready {
         h.room_since.retain(|(role, _), _| *role != "vad");
     }
 
     // Circuit breaker: while ASR sits on a device in emergency, a new request could be the
     // allocation that fails; queue requests until it has moved or the pressure has passed.
     let emergency_on = asr_gpu
-        .filter(|_| current.asr.state != WorkerState::Absent)
+        .filter(|_| current.asr.state != Phase::Absent)
         .and_then(|g| view.gpu(g))
         .filter(|g| g.used >= g.emergency_mb)
         .map(|g| g.index);

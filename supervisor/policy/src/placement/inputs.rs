@@ -41,7 +41,7 @@ pub fn pressure(d: &DeviceReading, t: &Thresholds) -> Pressure {
 
 /// A worker's lifecycle as far as placement cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerState {
+pub enum Phase {
     /// No process: not started yet, or gone after a failure.
     Absent,
     /// Being started, or a change decided earlier is being carried out: no new change is
@@ -53,21 +53,21 @@ pub enum WorkerState {
 
 /// One worker as the caller sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Worker<T> {
+pub struct Slot<T> {
     /// Where it runs (or last ran); `None` before the first placement.
     pub placement: Option<T>,
     /// Its state.
-    pub state: WorkerState,
+    pub state: Phase,
     /// Its process id while it has one (to read its VRAM from NVML).
     pub pid: Option<u32>,
 }
 
-impl<T> Worker<T> {
+impl<T> Slot<T> {
     /// A worker not placed yet.
     pub fn unplaced() -> Self {
         Self {
             placement: None,
-            state: WorkerState::Absent,
+            state: Phase::Absent,
             pid: None,
         }
     }
@@ -76,20 +76,20 @@ impl<T> Worker<T> {
     pub fn ready(placement: T, pid: Option<u32>) -> Self {
         Self {
             placement: Some(placement),
-            state: WorkerState::Ready,
+            state: Phase::Ready,
             pid,
         }
     }
 }
 
 /// Both workers now. While a change is being carried out, report the old placement with state
-/// [`WorkerState::Starting`] until the switch is complete, then the new one as `Ready`.
+/// [`Phase::Starting`] until the switch is complete, then the new one as `Ready`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Current {
     /// The VAD worker.
-    pub vad: Worker<Device>,
+    pub vad: Slot<Device>,
     /// The ASR worker.
-    pub asr: Worker<Placement>,
+    pub asr: Slot<Placement>,
 }
 
 /// A worker failure, as classified by [`crate::failure::classify`].

@@ -86,8 +86,8 @@ impl Sim {
             cfg,
             h: History::default(),
             cur: Current {
-                vad: Worker::unplaced(),
-                asr: Worker::unplaced(),
+                vad: Slot::unplaced(),
+                asr: Slot::unplaced(),
             },
             t: s(0),
             changes: vec![],
@@ -99,8 +99,8 @@ impl Sim {
     /// Both workers already serving on the GPU's default top rungs.
     fn on_gpu(gpu: u32) -> Self {
         let mut sim = Self::new();
-        sim.cur.asr = Worker::ready(rung(0, Some(gpu)), None);
-        sim.cur.vad = Worker::ready(Device::Cuda(gpu), None);
+        sim.cur.asr = Slot::ready(rung(0, Some(gpu)), None);
+        sim.cur.vad = Slot::ready(Device::Cuda(gpu), None);
         sim
     }
 
@@ -115,13 +115,13 @@ impl Sim {
         );
         let sec = self.t.as_secs();
         if let Some(c) = &d.asr {
-            self.cur.asr = Worker::ready(c.to, None);
+            self.cur.asr = Slot::ready(c.to, None);
             self.changes
                 .push((sec, Role::Asr, c.to.to_string(), c.switch));
             self.reasons.push(c.reason.to_string());
         }
         if let Some(c) = &d.vad {
-            self.cur.vad = Worker::ready(c.to, None);
+            self.cur.vad = Slot::ready(c.to, None);
             self.changes
                 .push((sec, Role::Vad, c.to.to_string(), c.switch));
             self.reasons.push(c.reason.to_string());
@@ -257,12 +257,12 @@ fn out_of_memory_steps_down_to_the_next_rung_that_fits() {
     for (free, reason, want) in table {
         let mut sim = Sim::new();
         sim.h.learn_asr(&rung(0, Some(0)), 1200);
-        sim.cur.asr = Worker {
+        sim.cur.asr = Slot {
             placement: Some(rung(0, Some(0))),
-            state: WorkerState::Absent,
+            state: Phase::Absent,
             pid: None,
         };
-        sim.cur.vad = Worker::ready(Device::Cpu, None);
+        sim.cur.vad = Slot::ready(Device::Cpu, None);
         let d = sim.tick(
             &a1000(4096 - free),
             Some(fail(Role::Asr, FailureClass::OutOfMemory, false)),
@@ -310,7 +310,7 @@ fn a_cuda_fault_retries_the_same_rung_once_then_abandons_it() {
     assert_eq!(sim.asr(), "enc cuda:0 dec cpu base 5s");
     // A CUDA fault with memory too short to retry steps down at once, without a ban.
     let mut sim = Sim::on_gpu(0);
-    sim.cur.vad = Worker::ready(Device::Cpu, None);
+    sim.cur.vad = Slot::ready(Device::Cpu, None);
     let d = sim.tick(&a1000(3400), fault());
     assert_eq!(
         d.asr.expect("down").to,
@@ -377,7 +377,7 @@ fn a_rung_that_cannot_load_on_cuda_is_abandoned_for_good() {
     let mut sim = Sim::with(cfg);
     sim.tick(&a1000(300), None);
     assert_eq!(sim.asr(), "cuda:0 tiny 10s");
-    sim.cur.asr.state = WorkerState::Absent;
+    sim.cur.asr.state = Phase::Absent;
     let d = sim.tick(
         &a1000(300),
         Some(fail(Role::Asr, FailureClass::Load, false)),
@@ -458,7 +458,7 @@ fn a_memory_hog_moves_the_vad_first_then_steps_asr_down_holding_requests() {
 fn under_emergency_asr_steps_one_rung_when_that_rung_clears_it() {
     // Learned footprints that make the 5 s context worth it on a 16 GB card.
     let mut sim = Sim::on_gpu(0);
-    sim.cur.vad = Worker::ready(Device::Cpu, None);
+    sim.cur.vad = Slot::ready(Device::Cpu, None);
     sim.h.learn_asr(&rung(0, Some(0)), 1500);
     sim.h.learn_asr(&rung(1, Some(0)), 900);
     let d = sim.tick(&cards(&[(16384, 15600)]), None);
@@ -473,8 +473,8 @@ fn under_emergency_asr_steps_one_rung_when_that_rung_clears_it() {
 #[test]
 fn the_hog_leaving_brings_workers_back_after_hysteresis_and_the_sustained_period() {
     let mut sim = Sim::new();
-    sim.cur.asr = Worker::ready(Placement::cpu(ModelSize::Base, 10.0), None);
-    sim.cur.vad = Worker::ready(Device::Cpu, None);
+    sim.cur.asr = Slot::ready(Placement::cpu(ModelSize::Base, 10.0), None);
+    sim.cur.vad = Slot::ready(Device::Cpu, None);
     // Free 1.4 GB: the ASR's top rung fits (760 + 300) but not with the 500 MB hysteresis,
     // so only the small VAD goes back, after the sustained 30 s.
     sim.run(120, |_| a1000(2700));
@@ -502,12 +502,12 @@ fn the_hog_leaving_brings_workers_back_after_hysteresis_and_the_sustained_period
 #[test]
 fn a_rung_left_by_out_of_memory_waits_twice_as_long_to_come_back() {
     let mut sim = Sim::new();
-    sim.cur.asr = Worker {
+    sim.cur.asr = Slot {
         placement: Some(rung(0, Some(0))),
-        state: WorkerState::Absent,
+        state: Phase::Absent,
         pid: None,
     };
-    sim.cur.vad = Worker::ready(Device::Cpu, None);
+    sim.cur.vad = Slot::ready(Device::Cpu, None);
     sim.tick(
         &a1000(1000),
         Some(fail(Role::Asr, FailureClass::OutOfMemory, false)),
@@ -643,19 +643,15 @@ fn emergency_holds_asr_requests_only_while_asr_is_on_that_device() {
     let cfg = PlacementConfig::default();
     // (asr placement, asr state, hold)
     let table = [
-        (rung(0, Some(0)), WorkerState::Ready, true),
-        (rung(0, Some(0)), WorkerState::Starting, true),
-        (rung(0, Some(0)), WorkerState::Absent, false),
-        (
-            Placement::cpu(ModelSize::Base, 10.0),
-            WorkerState::Ready,
-            false,
-        ),
+        (rung(0, Some(0)), Phase::Ready, true),
+        (rung(0, Some(0)), Phase::Starting, true),
+        (rung(0, Some(0)), Phase::Absent, false),
+        (Placement::cpu(ModelSize::Base, 10.0), Phase::Ready, false),
     ];
     for (p, state, hold) in table {
         let cur = Current {
-            vad: Worker::ready(Device::Cpu, None),
-            asr: Worker {
+            vad: Slot::ready(Device::Cpu, None),
+            asr: Slot {
                 placement: Some(p),
                 state,
                 pid: None,
@@ -663,7 +659,7 @@ fn emergency_holds_asr_requests_only_while_asr_is_on_that_device() {
         };
         let d = decide(&a1000(4000), &History::default(), &cur, None, &cfg, s(100));
         assert_eq!(d.hold_asr_requests, hold, "{p} {state:?}");
-        if state == WorkerState::Starting {
+        if state == Phase::Starting {
             assert!(
                 d.asr.is_none(),
                 "no new change while one is being carried out"
@@ -672,8 +668,8 @@ fn emergency_holds_asr_requests_only_while_asr_is_on_that_device() {
     }
     // On another device's emergency, ASR keeps serving.
     let cur = Current {
-        vad: Worker::ready(Device::Cpu, None),
-        asr: Worker::ready(rung(0, Some(1)), None),
+        vad: Slot::ready(Device::Cpu, None),
+        asr: Slot::ready(rung(0, Some(1)), None),
     };
     let d = decide(
         &cards(&[(4096, 4000), (4096, 1000)]),
@@ -710,8 +706,8 @@ fn measured_footprints_replace_estimates() {
     assert_eq!(h.footprint("vad cuda"), Some(120));
     // A running worker's own measured use counts as released when it steps down.
     let cur = Current {
-        vad: Worker::ready(Device::Cpu, None),
-        asr: Worker::ready(p, Some(4242)),
+        vad: Slot::ready(Device::Cpu, None),
+        asr: Slot::ready(p, Some(4242)),
     };
     let mut r = cards(&[(16384, 15600)]);
     if let Availability::Available(g) = &mut r {
@@ -971,8 +967,8 @@ fn reasons_render_for_status() {
 #[test]
 fn a_placement_off_the_ladder_is_brought_back_onto_it() {
     let cur = Current {
-        vad: Worker::ready(Device::Cpu, None),
-        asr: Worker::ready(Placement::cpu(ModelSize::Base, 7.0), None),
+        vad: Slot::ready(Device::Cpu, None),
+        asr: Slot::ready(Placement::cpu(ModelSize::Base, 7.0), None),
     };
     let d = decide(
         &a1000(300),
