@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use swictation::cli::{bench, doctor};
 use swictation::config::{Config, OutputMode};
 use swictation::daemon::{self, Input};
+use swictation::io::launch::LaunchConfig;
 use swictation::io::notify::Notifier;
 use swictation::io::{audio, capture, control};
 use swictation::report::status::{render_text, Status};
-use swictation::supervision::engine::{self, describe_placement, Engine, EngineConfig};
+use swictation::supervision::engine::{self, describe_placement, Engine};
 use swictation_policy::segmenter::SegmenterConfig;
 use swictation_proto::Device;
 
@@ -625,7 +626,7 @@ fn condense(configs: &[capture::InputConfigRange]) -> Vec<String> {
 }
 
 async fn transcribe(
-    cfg: &EngineConfig,
+    cfg: &LaunchConfig,
     seg_cfg: &SegmenterConfig,
     json: bool,
     files: &[PathBuf],

@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use swictation::io::launch::LaunchConfig;
 use swictation::report::board::Board;
-use swictation::supervision::engine::{EngineConfig, SegmentText};
+use swictation::supervision::engine::SegmentText;
 use swictation::supervision::stages::{
     stage_channels, Pipeline, PipelineConfig, Report, StageCommand,
 };
@@ -13,13 +14,13 @@ use swictation_e2e::proto::{Fault, Role};
 use swictation_e2e::*;
 use swictation_policy::segmenter::SegmenterConfig;
 
-fn engine() -> EngineConfig {
-    EngineConfig {
+fn engine() -> LaunchConfig {
+    LaunchConfig {
         workers_dir: Some(bin_dir()),
         allow_faults: true,
         // Generous for the models, small enough that a 4 GiB allocation fails.
         memory_limit_mb: Some(3072),
-        ..EngineConfig::default()
+        ..LaunchConfig::default()
     }
 }
 

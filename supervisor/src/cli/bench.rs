@@ -28,8 +28,8 @@ use swictation_proto::{Role, VAD_FRAME};
 
 use crate::io::audio;
 use crate::io::capture::{self, CaptureConfig, CaptureEvent, CaptureStats};
+use crate::io::launch::LaunchConfig;
 use crate::io::worker::{worker_program, Worker};
-use crate::supervision::engine::EngineConfig;
 use swictation_policy::wer;
 
 /// The five LibriVox clips `deploy/setup.sh` installs, with their transcripts.
@@ -64,7 +64,7 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 /// Run every measurement and print the table. `capture_s` seconds of paced input time the
 /// capture path (0 skips it).
 pub async fn run(
-    cfg: &EngineConfig,
+    cfg: &LaunchConfig,
     clips: Option<PathBuf>,
     frames: usize,
     capture_s: f64,

@@ -11,8 +11,8 @@ use swictation_proto::{Fault, Role};
 use tokio::sync::mpsc;
 
 use crate::io::audio;
+use crate::io::launch::LaunchConfig;
 use crate::report::board::Board;
-use crate::supervision::engine::EngineConfig;
 use crate::supervision::stages::{
     stage_channels, Pipeline, PipelineConfig, StageCommand, StageControl,
 };
@@ -273,7 +273,7 @@ fn zombie_children() -> usize {
 }
 
 /// Run the soak.
-pub async fn run(mut engine: EngineConfig, args: SoakArgs) -> Result<SoakReport> {
+pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport> {
     engine.allow_faults = true;
     let speech_dir = swictation_proto::paths::speech_dir().join("librivox");
     let clips = crate::cli::bench::librivox_clips(&speech_dir)?;

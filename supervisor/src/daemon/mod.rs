@@ -32,11 +32,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::io::capture::{self, CaptureConfig, CaptureEvent, CaptureHandle};
 use crate::io::control::{Command, ControlCommand, ControlListener};
+use crate::io::launch::LaunchConfig;
 use crate::io::notify::Notifier;
 use crate::io::output::{Output, Session};
 use crate::report::board::Board;
 use crate::report::status::{self, DaemonState, Event, LatencyTrackers};
-use crate::supervision::engine::{EngineConfig, SegmentText};
+use crate::supervision::engine::SegmentText;
 use crate::supervision::placer::Placer;
 use crate::supervision::stages::{
     self, Pipeline, PipelineConfig, Probe, StageCommand, StageControl,
@@ -117,9 +118,9 @@ pub struct Options {
 }
 
 /// The engine (worker command lines) a configuration describes.
-pub fn engine_config(cfg: &Config, allow_faults: bool) -> EngineConfig {
+pub fn engine_config(cfg: &Config, allow_faults: bool) -> LaunchConfig {
     let models = cfg.runtime.models_dir();
-    EngineConfig {
+    LaunchConfig {
         workers_dir: cfg.runtime.workers_dir.clone(),
         ort_lib: cfg.runtime.ort_lib.clone(),
         vad_model: Some(cfg.vad.model_path(&models)),
@@ -783,7 +784,7 @@ pub async fn run(opts: Options) -> Result<()> {
     // The pipeline: start the workers, then run; the loop hears of readiness through `ready`.
     let mut pcfg = pipeline_config(&config, allow_faults);
     pcfg.engine.simulate_gpu = gpu_script.is_some();
-    let placer = Placer::new(gpu_probe, placement, pcfg.engine.clone(), board.clone());
+    let placer = Placer::new(gpu_probe, placement, &pcfg.engine, board.clone());
     let sleep_watch = tokio::spawn(crate::supervision::sleep::watch(
         placer.clone(),
         board.clone(),

@@ -3,169 +3,16 @@
 //! Stages are tasks joined by channels; each stage owns its worker, so a slow transcription
 //! never blocks capture or segmentation, and control never waits on a worker.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use serde::Serialize;
-use swictation_proto::{ComponentPlacement, Device, Role, SAMPLE_RATE, VAD_FRAME};
+use swictation_proto::{ComponentPlacement, SAMPLE_RATE, VAD_FRAME};
 
-use crate::io::worker::{worker_program, Worker, WorkerCommand};
-use swictation_policy::placement::{ModelSize, Placement};
+use crate::io::launch::LaunchConfig;
+use crate::io::worker::Worker;
 use swictation_policy::segmenter::{Segment, Segmenter, SegmenterConfig};
 
 /// Frames per VAD request when the audio is already all there (a file): ~1 s.
 const FILE_BATCH_FRAMES: usize = 32;
-
-/// How to start the workers.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Directory holding the worker binaries (default: beside this executable).
-    pub workers_dir: Option<PathBuf>,
-    /// ONNX Runtime library passed to the workers (default: theirs).
-    pub ort_lib: Option<PathBuf>,
-    /// Silero model file (default: the installed one).
-    pub vad_model: Option<PathBuf>,
-    /// Moonshine model directory (default: the installed base-en).
-    pub asr_model: Option<PathBuf>,
-    /// Where the VAD runs.
-    pub vad_device: Device,
-    /// Where the ASR encoder runs.
-    pub asr_encoder: Device,
-    /// Where the ASR decoder runs.
-    pub asr_decoder: Device,
-    /// Intra-op threads for the ASR worker.
-    pub asr_threads: usize,
-    /// Let workers honour fault injection (tests only).
-    pub allow_faults: bool,
-    /// Longest a worker may take from spawn to handshake.
-    pub load_timeout: Duration,
-    /// Address-space cap for each worker, MiB (none by default).
-    pub memory_limit_mb: Option<u64>,
-    /// Longest window the ASR worker transcribes at once, seconds (0 = no windowing).
-    pub context_s: f32,
-    /// Moonshine tiny-en directory, for placements that step down to it (default: the installed
-    /// one).
-    pub tiny_model: Option<PathBuf>,
-    /// GPU readings are scripted (a test option): placements on a GPU are carried out on the CPU,
-    /// so the policy can be exercised end to end on a machine without one. Status says so.
-    pub simulate_gpu: bool,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            workers_dir: None,
-            ort_lib: None,
-            vad_model: None,
-            asr_model: None,
-            vad_device: Device::Cpu,
-            asr_encoder: Device::Cpu,
-            asr_decoder: Device::Cpu,
-            asr_threads: 2,
-            allow_faults: false,
-            load_timeout: Duration::from_secs(60),
-            memory_limit_mb: None,
-            context_s: 10.0,
-            tiny_model: None,
-            simulate_gpu: false,
-        }
-    }
-}
-
-impl EngineConfig {
-    fn common(&self, args: &mut Vec<OsString>) {
-        if let Some(lib) = &self.ort_lib {
-            args.extend(["--ort-lib".into(), lib.into()]);
-        }
-        if self.allow_faults {
-            args.push("--allow-faults".into());
-        }
-        if let Some(mib) = self.memory_limit_mb {
-            args.extend(["--memory-limit-mb".into(), mib.to_string().into()]);
-        }
-    }
-
-    /// The device a worker is really started on: `d`, or the CPU when GPU placements are
-    /// simulated.
-    fn real(&self, d: Device) -> Device {
-        if self.simulate_gpu {
-            Device::Cpu
-        } else {
-            d
-        }
-    }
-
-    /// Command line of the VAD worker on the configured device.
-    pub fn vad_command(&self) -> WorkerCommand {
-        self.vad_command_at(self.vad_device)
-    }
-
-    /// Command line of the VAD worker on `device`.
-    pub fn vad_command_at(&self, device: Device) -> WorkerCommand {
-        let mut args: Vec<OsString> = vec!["--device".into(), self.real(device).to_string().into()];
-        if let Some(m) = &self.vad_model {
-            args.extend(["--model".into(), m.into()]);
-        }
-        self.common(&mut args);
-        WorkerCommand {
-            role: Role::Vad,
-            program: worker_program(self.workers_dir.as_deref(), Role::Vad),
-            args,
-        }
-    }
-
-    /// Command line of the ASR worker on the configured devices.
-    pub fn asr_command(&self) -> WorkerCommand {
-        self.asr_command_with(
-            self.asr_encoder,
-            self.asr_decoder,
-            self.asr_model.clone(),
-            self.context_s,
-        )
-    }
-
-    /// Command line of the ASR worker at placement `p` (base is the configured model, tiny the
-    /// installed tiny-en).
-    pub fn asr_command_at(&self, p: &Placement) -> WorkerCommand {
-        let model = match p.model {
-            ModelSize::Base => self.asr_model.clone(),
-            ModelSize::Tiny => Some(self.tiny_model.clone().unwrap_or_else(|| {
-                swictation_proto::paths::models_dir().join("moonshine-tiny-en")
-            })),
-        };
-        self.asr_command_with(p.encoder, p.decoder, model, p.context_s)
-    }
-
-    fn asr_command_with(
-        &self,
-        encoder: Device,
-        decoder: Device,
-        model: Option<PathBuf>,
-        context_s: f32,
-    ) -> WorkerCommand {
-        let mut args: Vec<OsString> = vec![
-            "--encoder-device".into(),
-            self.real(encoder).to_string().into(),
-            "--decoder-device".into(),
-            self.real(decoder).to_string().into(),
-            "--threads".into(),
-            self.asr_threads.to_string().into(),
-            "--context-s".into(),
-            context_s.to_string().into(),
-        ];
-        if let Some(m) = &model {
-            args.extend(["--model".into(), m.into()]);
-        }
-        self.common(&mut args);
-        WorkerCommand {
-            role: Role::Asr,
-            program: worker_program(self.workers_dir.as_deref(), Role::Asr),
-            args,
-        }
-    }
-}
 
 /// Both workers, started and ready.
 pub struct Engine {
@@ -177,7 +24,7 @@ pub struct Engine {
 
 impl Engine {
     /// Start both workers at once and wait for both handshakes.
-    pub async fn start(cfg: &EngineConfig) -> Result<Self> {
+    pub async fn start(cfg: &LaunchConfig) -> Result<Self> {
         let (vad_cmd, asr_cmd) = (cfg.vad_command(), cfg.asr_command());
         let (vad, asr) = tokio::join!(
             Worker::spawn(&vad_cmd, cfg.load_timeout),

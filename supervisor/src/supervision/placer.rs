@@ -27,43 +27,22 @@ use swictation_proto::{Device, Role};
 use tokio::sync::watch;
 
 use crate::io::gpu::{Availability, GpuProbe};
-use crate::io::worker::WorkerCommand;
+use crate::io::launch::LaunchConfig;
 use crate::report::board::Board;
 use crate::report::status::{Event, GpuStatus};
-use crate::supervision::engine::EngineConfig;
 use swictation_policy::failure::FailureClass;
 use swictation_policy::placement::{
     decide, memory_recovered, Current, Decision, FailureEvent, History, Phase, Placement,
-    PlacementConfig, Reason, Switch, Threshold, RECOVERY_CAP, RECOVERY_POLL,
+    PlacementConfig, Reason, Spot, Switch, Threshold, RECOVERY_CAP, RECOVERY_POLL,
 };
-
-/// Where a worker goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Spot {
-    /// The VAD on a device.
-    Vad(Device),
-    /// The ASR worker at a placement.
-    Asr(Placement),
-}
-
-impl std::fmt::Display for Spot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Spot::Vad(d) => write!(f, "{d}"),
-            Spot::Asr(p) => write!(f, "{p}"),
-        }
-    }
-}
 
 /// A move decided while a worker serves, for its stage to carry out between requests.
 #[derive(Debug, Clone)]
 pub struct Order {
     /// Which worker.
     pub role: Role,
-    /// Where to.
+    /// Where to (the launch code turns it into a command line).
     pub to: Spot,
-    /// How to start it there.
-    pub command: WorkerCommand,
     /// Make-before-break or break-before-make.
     pub switch: Switch,
     /// Why, for status and the event stream.
@@ -97,7 +76,10 @@ fn slot(role: Role) -> usize {
 /// The shared placement state; see the module documentation.
 pub struct Placer {
     cfg: PlacementConfig,
-    engine: EngineConfig,
+    /// GPU placements are carried out on the CPU (scripted readings, a test option).
+    simulate_gpu: bool,
+    /// The context window of the CPU placement used when nothing else can be decided.
+    context_s: f32,
     board: Board,
     epoch: Instant,
     probe: Mutex<Box<dyn GpuProbe>>,
@@ -246,15 +228,16 @@ pub fn slept(before: Duration, now: Duration) -> Option<Duration> {
 }
 
 impl Placer {
-    /// A placer reading `probe`, deciding by `cfg`, building worker commands from `engine`.
+    /// A placer reading `probe`, deciding by `cfg`; `launch` says whether GPU placements are
+    /// simulated and the configured context window.
     pub fn new(
         probe: Box<dyn GpuProbe>,
         cfg: PlacementConfig,
-        engine: EngineConfig,
+        launch: &LaunchConfig,
         board: Board,
     ) -> Arc<Self> {
         let described = probe.describe();
-        let described = if engine.simulate_gpu {
+        let described = if launch.simulate_gpu {
             format!("{described}; GPU placements run on the CPU")
         } else {
             described
@@ -264,7 +247,8 @@ impl Placer {
         let (hold, _) = watch::channel(None);
         let placer = Arc::new(Self {
             cfg,
-            engine,
+            simulate_gpu: launch.simulate_gpu,
+            context_s: launch.context_s,
             board,
             epoch: Instant::now(),
             probe: Mutex::new(probe),
@@ -312,7 +296,7 @@ impl Placer {
         };
         let pids = match self.state.lock() {
             Ok(mut st) => {
-                if self.engine.simulate_gpu {
+                if self.simulate_gpu {
                     self.add_simulated_use(&mut r, &st.current);
                 }
                 if let Availability::Available(g) = &r {
@@ -536,27 +520,21 @@ impl Placer {
         });
     }
 
-    fn command(&self, to: Spot) -> WorkerCommand {
-        match to {
-            Spot::Vad(d) => self.engine.vad_command_at(d),
-            Spot::Asr(p) => self.engine.asr_command_at(&p),
-        }
-    }
-
     /// Where `role` starts now: decided afresh from a new reading (with the worker absent), so a
-    /// GPU rung is used only if it fits at this moment. Returns the command to start it with.
-    pub fn before_spawn(&self, role: Role) -> WorkerCommand {
+    /// GPU rung is used only if it fits at this moment. Returns where to start it (the launch code
+    /// turns that into a command line).
+    pub fn before_spawn(&self, role: Role) -> Spot {
         let readings = self.read();
         let mut guard = match self.state.lock() {
             Ok(g) => g,
             Err(_) => {
-                return self.command(match role {
+                return match role {
                     Role::Vad => Spot::Vad(Device::Cpu),
                     Role::Asr => Spot::Asr(Placement::cpu(
                         swictation_policy::placement::ModelSize::Base,
-                        self.engine.context_s,
+                        self.context_s,
                     )),
-                })
+                }
             }
         };
         let st = &mut *guard;
@@ -565,7 +543,7 @@ impl Placer {
             if at.elapsed() <= COMMIT_FRESH {
                 set_spot(&mut st.current, to);
                 set_state(&mut st.current, role, Phase::Starting, None);
-                return self.command(to);
+                return to;
             }
         }
         let d = self.decide_now(st, &readings, None);
@@ -595,7 +573,7 @@ impl Placer {
                     .unwrap_or_else(|| {
                         Placement::cpu(
                             swictation_policy::placement::ModelSize::Base,
-                            self.engine.context_s,
+                            self.context_s,
                         )
                     });
                 if let Some(c) = d.asr.as_ref().filter(|c| Some(c.to) != before) {
@@ -606,7 +584,7 @@ impl Placer {
             }
         };
         set_state(&mut st.current, role, Phase::Starting, None);
-        self.command(to)
+        to
     }
 
     /// The VRAM `role`'s worker held at the last reading, with its device and that device's
@@ -708,7 +686,7 @@ impl Placer {
             set_state(&mut st.current, role, Phase::Ready, Some(pid));
         }
         let readings = self.read();
-        if self.engine.simulate_gpu {
+        if self.simulate_gpu {
             // Simulated use is the estimate itself: nothing to learn.
             return;
         }
@@ -807,7 +785,6 @@ impl Placer {
         Order {
             role,
             to,
-            command: self.command(to),
             switch,
             reason,
         }
@@ -955,11 +932,11 @@ mod tests {
             Box::new(|| Duration::ZERO),
         )
         .expect("script parses");
-        let engine = EngineConfig {
+        let engine = LaunchConfig {
             simulate_gpu: true,
-            ..EngineConfig::default()
+            ..LaunchConfig::default()
         };
-        Placer::new(Box::new(probe), PlacementConfig::default(), engine, board)
+        Placer::new(Box::new(probe), PlacementConfig::default(), &engine, board)
     }
 
     #[test]

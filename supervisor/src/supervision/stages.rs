@@ -20,9 +20,10 @@ use serde::Serialize;
 use swictation_proto::{Fault, Role, SAMPLE_RATE, VAD_FRAME};
 use tokio::sync::{mpsc, watch};
 
+use crate::io::launch::LaunchConfig;
 use crate::report::board::Board;
 use crate::report::status::DaemonState;
-use crate::supervision::engine::{EngineConfig, SegmentText};
+use crate::supervision::engine::SegmentText;
 use crate::supervision::placer::{Hold, Order, Placer};
 use crate::supervision::supervised::{CallError, Canary, Stats, Supervised};
 use swictation_policy::restart::{RestartPolicy, Verdict};
@@ -44,7 +45,7 @@ const ORDER_PATIENCE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// How to start the workers.
-    pub engine: EngineConfig,
+    pub engine: LaunchConfig,
     /// Segmentation.
     pub segmenter: SegmenterConfig,
     /// Restart back-off and intensity limit.
@@ -57,7 +58,7 @@ pub struct PipelineConfig {
 
 impl PipelineConfig {
     /// Defaults with the state directories under `$XDG_STATE_HOME/swictation`.
-    pub fn new(engine: EngineConfig, segmenter: SegmenterConfig) -> Self {
+    pub fn new(engine: LaunchConfig, segmenter: SegmenterConfig) -> Self {
         let state = state_dir();
         Self {
             engine,
@@ -217,15 +218,18 @@ impl Pipeline {
             crate::log_warn!("canary clip goforward.raw not installed: readiness is proven by the handshake only (run deploy/setup.sh)");
         }
         let e = &cfg.engine;
+        let launch = Arc::new(e.clone());
         let vad = Supervised::new(
-            e.vad_command(),
+            Role::Vad,
+            launch.clone(),
             e.load_timeout,
             cfg.policy.clone(),
             canary.clone(),
             board.clone(),
         );
         let asr = Supervised::new(
-            e.asr_command(),
+            Role::Asr,
+            launch,
             e.load_timeout,
             cfg.policy.clone(),
             canary,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use swictation_proto::{ErrorKind, Fault, Reply, Request, Role, VAD_FRAME};
 
+use crate::io::launch::LaunchConfig;
 use crate::io::worker::{Worker, WorkerCommand, WorkerError};
 use crate::report::board::Board;
 use crate::report::status::{Event, FailureRecord};
@@ -151,6 +152,9 @@ pub struct Stats {
 /// One supervised worker.
 pub struct Supervised {
     role: Role,
+    /// Turns where the worker goes into the command line that starts it.
+    launch: Arc<LaunchConfig>,
+    /// The command line of the current (or next) start.
     command: WorkerCommand,
     load_timeout: Duration,
     worker: Option<Worker>,
@@ -170,18 +174,21 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    /// Supervise a worker started with `command`; nothing is started until first needed.
+    /// Supervise the `role` worker, started by `launch` where it is configured (or where a
+    /// placer says); nothing is started until first needed.
     pub fn new(
-        command: WorkerCommand,
+        role: Role,
+        launch: Arc<LaunchConfig>,
         load_timeout: Duration,
         policy: RestartPolicy,
         canary: Option<Canary>,
         board: Board,
     ) -> Self {
-        let role = command.role;
+        let command = launch.command(&launch.configured(role));
         board.update_worker(role, |w| w.state = WorkerState::Spawning.as_str().into());
         Self {
             role,
+            launch,
             command,
             load_timeout,
             worker: None,
@@ -255,7 +262,7 @@ impl Supervised {
             tokio::time::sleep_until(at.into()).await;
         }
         if let Some(p) = &self.placer {
-            self.command = p.before_spawn(self.role);
+            self.command = self.launch.command(&p.before_spawn(self.role));
         }
         self.apply(WorkerEvent::Spawn);
         let spawned = Instant::now();
@@ -555,7 +562,8 @@ impl Supervised {
             return;
         }
         let spawned = Instant::now();
-        let mut candidate = match Worker::spawn(&order.command, self.load_timeout).await {
+        let command = self.launch.command(&order.to);
+        let mut candidate = match Worker::spawn(&command, self.load_timeout).await {
             Ok(w) => w,
             Err(e) => {
                 let (class, why) = self.classify(e.into(), None).await;
@@ -572,7 +580,7 @@ impl Supervised {
         }
         let h = candidate.hello().clone();
         let old = self.worker.replace(candidate);
-        self.command = order.command.clone();
+        self.command = command;
         let now = Instant::now();
         self.ready_at = Some(now);
         if let Ok(mut s) = self.stats.lock() {

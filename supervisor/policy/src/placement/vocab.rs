@@ -452,3 +452,21 @@ impl Ladder {
         }
     }
 }
+
+/// Where a worker goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Spot {
+    /// The VAD on a device.
+    Vad(Device),
+    /// The ASR worker at a placement.
+    Asr(Placement),
+}
+
+impl fmt::Display for Spot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Spot::Vad(d) => write!(f, "{d}"),
+            Spot::Asr(p) => write!(f, "{p}"),
+        }
+    }
+}
