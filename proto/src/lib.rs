@@ -8,6 +8,7 @@
 //! vocabulary both sides compile against.
 
 pub mod codec;
+pub mod faults;
 pub mod paths;
 
 use serde::{Deserialize, Serialize};

@@ -356,10 +356,12 @@ fn feed(writer: &mut File, samples: &[i16], period: usize) -> usize {
 }
 
 /// The test clip as 16 kHz s16 samples, or `None` when it is not installed.
-fn clip() -> Option<Vec<i16>> {
+/// The test clip's samples; missing is a failure naming the file, never a skip.
+fn clip() -> Vec<i16> {
     let path = swictation_e2e::speech().join(CLIP);
-    let bytes = std::fs::read(&path).ok()?;
-    Some(wav_data(&bytes).expect("clip is a 16-bit WAV with a data chunk"))
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run deploy/setup.sh)", path.display()));
+    wav_data(&bytes).expect("clip is a 16-bit WAV with a data chunk")
 }
 
 /// The samples of a 16-bit PCM WAV's `data` chunk, found by walking the RIFF
@@ -458,10 +460,7 @@ fn assert_holds(what: &str, captured: &[f32], source: &[i16], lead: usize) -> f6
 
 #[test]
 fn captures_real_speech_through_alsa() {
-    let Some(clip) = clip() else {
-        eprintln!("skipping: {CLIP} is not installed (run deploy/setup.sh)");
-        return;
-    };
+    let clip = clip();
     let mut rig = Rig::start();
     let mut writer = rig.writer();
     let devices = rig.wait_event("devices", Duration::from_secs(20));
@@ -518,10 +517,7 @@ fn captures_real_speech_through_alsa() {
 
 #[test]
 fn reconnects_after_the_source_goes_away() {
-    let Some(clip) = clip() else {
-        eprintln!("skipping: {CLIP} is not installed (run deploy/setup.sh)");
-        return;
-    };
+    let clip = clip();
     let (first, second) = clip.split_at(clip.len() / 2);
     let mut rig = Rig::start();
     let mut writer = rig.writer();

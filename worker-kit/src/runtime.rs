@@ -125,38 +125,7 @@ impl Runtime {
     }
 }
 
-/// Classify an ONNX Runtime / CUDA error message: a sticky CUDA fault, an allocation failure,
-/// or an ordinary inference error.
-pub fn classify_message(msg: &str) -> ErrorKind {
-    let m = msg.to_ascii_lowercase();
-    const CUDA: &[&str] = &[
-        "unspecified launch failure",
-        "illegal memory access",
-        "cudaerrorillegaladdress",
-        "cudaerrorlaunchfailure",
-        "cuda_error_launch_failed",
-        "cuda_error_illegal_address",
-        "cublas_status_execution_failed",
-        "cuda failure 719",
-        "cuda failure 700",
-    ];
-    const OOM: &[&str] = &[
-        "out of memory",
-        "cudaerrormemoryallocation",
-        "failed to allocate memory",
-        "bfcarena",
-        "std::bad_alloc",
-        "memory allocation of",
-        "cublas_status_alloc_failed",
-    ];
-    if CUDA.iter().any(|s| m.contains(s)) {
-        ErrorKind::CudaFault
-    } else if OOM.iter().any(|s| m.contains(s)) {
-        ErrorKind::OutOfMemory
-    } else {
-        ErrorKind::Inference
-    }
-}
+pub use swictation_proto::faults::classify_message;
 
 #[cfg(test)]
 mod tests {

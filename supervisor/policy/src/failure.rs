@@ -2,6 +2,7 @@
 //! structured report and what the supervisor saw (a missed deadline, bad bytes).
 
 use serde::Serialize;
+use swictation_proto::faults::{classify_message, signature_in};
 use swictation_proto::{exit_code, ErrorKind};
 
 /// The failure classes the supervisor acts on.
@@ -111,30 +112,6 @@ pub struct Observation<'a> {
     pub oom_killed: bool,
 }
 
-/// Signatures in stderr that identify a sticky CUDA fault.
-const CUDA_SIGNATURES: &[&str] = &[
-    "unspecified launch failure",
-    "illegal memory access",
-    "cudaerrorillegaladdress",
-    "cudaerrorlaunchfailure",
-    "cuda_error_launch_failed",
-    "cuda_error_illegal_address",
-    "cuda failure 719",
-    "cuda failure 700",
-    "cublas_status_execution_failed",
-];
-
-/// Signatures in stderr that identify an allocation failure.
-const OOM_SIGNATURES: &[&str] = &[
-    "out of memory",
-    "cudaerrormemoryallocation",
-    "failed to allocate memory",
-    "cudamalloc failed",
-    "std::bad_alloc",
-    "memory allocation of",
-    "cublas_status_alloc_failed",
-];
-
 /// Classify a failure. Order matters: what the worker or the supervisor knew for certain comes
 /// before what the exit status and stderr suggest.
 pub fn classify(o: &Observation<'_>) -> FailureClass {
@@ -159,12 +136,12 @@ pub fn classify(o: &Observation<'_>) -> FailureClass {
         Some(exit_code::PROTOCOL) => return FailureClass::Protocol,
         _ => {}
     }
-    let tail = o.stderr_tail.to_ascii_lowercase();
-    if CUDA_SIGNATURES.iter().any(|s| tail.contains(s)) {
-        return FailureClass::CudaFault;
-    }
-    if o.oom_killed || OOM_SIGNATURES.iter().any(|s| tail.contains(s)) {
-        return FailureClass::OutOfMemory;
+    // The same signatures the worker classifies its own errors by (`swictation_proto::faults`).
+    match classify_message(o.stderr_tail) {
+        ErrorKind::CudaFault => return FailureClass::CudaFault,
+        ErrorKind::OutOfMemory => return FailureClass::OutOfMemory,
+        _ if o.oom_killed => return FailureClass::OutOfMemory,
+        _ => {}
     }
     match (o.signal, o.code) {
         (Some(sig), _) => FailureClass::Crash(sig),
@@ -177,12 +154,7 @@ pub fn classify(o: &Observation<'_>) -> FailureClass {
 pub fn explaining_line(stderr_tail: &str) -> Option<&str> {
     stderr_tail.lines().rev().find(|l| {
         let l = l.to_ascii_lowercase();
-        CUDA_SIGNATURES
-            .iter()
-            .chain(OOM_SIGNATURES)
-            .any(|s| l.contains(s))
-            || l.contains("panicked at")
-            || l.contains("error")
+        signature_in(&l).is_some() || l.contains("panicked at") || l.contains("error")
     })
 }
 

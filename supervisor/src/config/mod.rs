@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use swictation_proto::Device;
+use swictation_proto::{paths, Device};
 
 use swictation_policy::segmenter::{SegmenterConfig, MAX_SEGMENT_LIMIT_MS};
 
@@ -124,7 +124,7 @@ impl VadConfig {
     pub fn model_path(&self, models_dir: &Path) -> PathBuf {
         self.model
             .clone()
-            .unwrap_or_else(|| models_dir.join("silero-vad/silero_vad.onnx"))
+            .unwrap_or_else(|| models_dir.join(paths::SILERO_VAD))
     }
 }
 
@@ -164,8 +164,8 @@ impl AsrConfig {
     /// taken as a path.
     pub fn model_dir(&self, models_dir: &Path) -> PathBuf {
         match self.model.as_str() {
-            "base" => models_dir.join("moonshine-base-en"),
-            "tiny" => models_dir.join("moonshine-tiny-en"),
+            "base" => models_dir.join(paths::MOONSHINE_BASE_EN),
+            "tiny" => models_dir.join(paths::MOONSHINE_TINY_EN),
             dir => expand_home(Path::new(dir)),
         }
     }
@@ -652,13 +652,7 @@ impl Config {
     /// The default location: `$XDG_CONFIG_HOME/swictation/config.toml`, else
     /// `~/.config/swictation/config.toml`.
     pub fn default_path() -> PathBuf {
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
-            });
-        base.join("swictation/config.toml")
+        swictation_proto::paths::config_dir().join("config.toml")
     }
 
     /// Loads `path` (or [`Config::default_path`]) and returns the configuration and the path

@@ -133,7 +133,7 @@ pub fn engine_config(cfg: &Config, allow_faults: bool) -> LaunchConfig {
         load_timeout: Duration::from_secs(60),
         memory_limit_mb: None,
         context_s: cfg.asr.context_s,
-        tiny_model: Some(models.join("moonshine-tiny-en")),
+        tiny_model: Some(models.join(swictation_proto::paths::MOONSHINE_TINY_EN)),
         simulate_gpu: false,
     }
 }
@@ -930,7 +930,9 @@ pub async fn run(opts: Options) -> Result<()> {
         crate::log_warn!(
             "{} segment(s) quarantined under {}",
             report.quarantined.len(),
-            stages::state_dir().join("quarantine").display()
+            swictation_proto::paths::state_dir()
+                .join("quarantine")
+                .display()
         );
     }
     crate::log_info!(

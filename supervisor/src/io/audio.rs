@@ -875,10 +875,15 @@ mod tests {
     use proptest::prelude::*;
     use std::f32::consts::PI;
 
-    fn speech_dir() -> Option<PathBuf> {
-        let home = std::env::var_os("HOME")?;
-        let dir = PathBuf::from(home).join(".local/share/swictation/speech");
-        dir.is_dir().then_some(dir)
+    /// The installed speech clips; a test that needs them fails (never skips) without them.
+    fn speech_dir() -> PathBuf {
+        let dir = swictation_proto::paths::speech_dir();
+        assert!(
+            dir.is_dir(),
+            "no speech clips in {}: run deploy/setup.sh",
+            dir.display()
+        );
+        dir
     }
 
     /// Source duration of a WAV in seconds, read independently with hound.
@@ -897,10 +902,7 @@ mod tests {
 
     #[test]
     fn loads_test_recordings_with_right_duration() {
-        let Some(dir) = speech_dir() else {
-            eprintln!("skipping: no test recordings on this machine");
-            return;
-        };
+        let dir = speech_dir();
         for name in ["chan3.wav", "chan3.2chan.wav"] {
             let path = dir.join(name);
             let audio = load(&path).unwrap();
@@ -928,10 +930,7 @@ mod tests {
 
     #[test]
     fn mono_and_stereo_copies_agree() {
-        let Some(dir) = speech_dir() else {
-            eprintln!("skipping: no test recordings on this machine");
-            return;
-        };
+        let dir = speech_dir();
         let mono = load(&dir.join("chan3.wav")).unwrap();
         let stereo = load(&dir.join("chan3.2chan.wav")).unwrap();
         assert_eq!(stereo.source_channels, 2);

@@ -127,10 +127,8 @@ pub enum ControlError {
 /// `/tmp/swictation-$UID` (the runtime dir is per-user and private; /tmp is neither, which is
 /// why [`prepare_dir`] checks ownership).
 pub fn socket_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d).join("swictation"),
-        None => PathBuf::from(format!("/tmp/swictation-{}", nix::unistd::geteuid())),
-    }
+    swictation_proto::paths::runtime_dir()
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/swictation-{}", nix::unistd::geteuid())))
 }
 
 /// The default socket path, `socket_dir()/control.sock`.

@@ -112,7 +112,8 @@ impl LaunchConfig {
                 let model = match p.model {
                     ModelSize::Base => self.asr_model.clone(),
                     ModelSize::Tiny => Some(self.tiny_model.clone().unwrap_or_else(|| {
-                        swictation_proto::paths::models_dir().join("moonshine-tiny-en")
+                        swictation_proto::paths::models_dir()
+                            .join(swictation_proto::paths::MOONSHINE_TINY_EN)
                     })),
                 };
                 self.asr_with(p.encoder, p.decoder, model, p.context_s)

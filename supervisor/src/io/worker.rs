@@ -121,10 +121,9 @@ static SOCKET_SEQ: AtomicU64 = AtomicU64::new(0);
 /// created with mode 0700.
 pub fn socket_dir() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("swictation"),
-        _ => std::env::temp_dir().join(format!("swictation-{}", nix::unistd::getuid())),
-    };
+    let dir = swictation_proto::paths::runtime_dir().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("swictation-{}", nix::unistd::getuid()))
+    });
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -59,7 +59,7 @@ pub struct PipelineConfig {
 impl PipelineConfig {
     /// Defaults with the state directories under `$XDG_STATE_HOME/swictation`.
     pub fn new(engine: LaunchConfig, segmenter: SegmenterConfig) -> Self {
-        let state = state_dir();
+        let state = swictation_proto::paths::state_dir();
         Self {
             engine,
             segmenter,
@@ -68,17 +68,6 @@ impl PipelineConfig {
             pending_dir: state.join("pending"),
         }
     }
-}
-
-/// `$XDG_STATE_HOME/swictation`, else `~/.local/state/swictation`.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/state")
-        })
-        .join("swictation")
 }
 
 /// Something the daemon asks of a stage's worker, handled between requests.

@@ -109,7 +109,7 @@ pub struct Canary {
 impl Canary {
     /// The installed "go forward ten meters" clip (2.8 s), if present.
     pub fn installed() -> Option<Self> {
-        let path = swictation_proto::paths::speech_dir().join("goforward.raw");
+        let path = swictation_proto::paths::canary_clip();
         let bytes = std::fs::read(path).ok()?;
         Some(Self {
             speech: crate::io::audio::from_raw_s16le(&bytes),
