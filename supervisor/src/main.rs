@@ -185,6 +185,13 @@ enum Command {
     Pause,
     /// Start transcribing again.
     Resume,
+    /// Push-to-talk: bind `ptt down` to a key's press and `ptt up` to its release. A press
+    /// shorter than ptt.hold_threshold_ms toggles; a longer one listens while held.
+    Ptt {
+        /// The key event.
+        #[arg(value_enum)]
+        key: PttArg,
+    },
     /// Print the daemon's events (transcripts, state changes, failures) as JSON lines.
     Subscribe,
     /// Restart a worker (it reloads its model).
@@ -212,6 +219,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A push-to-talk key event on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum PttArg {
+    /// The key was pressed.
+    #[value(alias = "press")]
+    Down,
+    /// The key was released.
+    #[value(alias = "release")]
+    Up,
 }
 
 /// A worker role on the command line.
@@ -425,6 +443,19 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
         Command::Pause => simple("pause").await,
         Command::Resume => simple("resume").await,
         Command::Stop => simple("stop").await,
+        Command::Ptt { key } => {
+            let key = match key {
+                PttArg::Down => "down",
+                PttArg::Up => "up",
+            };
+            let r = control::request(&json!({"cmd": "ptt", "key": key})).await?;
+            println!(
+                "{} ({})",
+                r["state"].as_str().unwrap_or("ok"),
+                r["ptt"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
         Command::Restart { role } => {
             let role = match role {
                 RoleArg::Vad => "vad",

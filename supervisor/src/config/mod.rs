@@ -40,6 +40,41 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[ptt]`: push-to-talk.
+    pub ptt: PttSection,
+}
+
+/// `[ptt]`: push-to-talk (`swictation ptt down|up` from a key binding).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PttSection {
+    /// A press at least this long is push-to-talk; shorter is a tap, which toggles. Default 400.
+    pub hold_threshold_ms: u64,
+    /// Audio kept after the key is released, so the last word is not cut. Default 500.
+    pub release_pad_ms: u32,
+    /// Start paused, listening only while the key is held (or after a tap). Default false.
+    pub start_paused: bool,
+}
+
+impl Default for PttSection {
+    fn default() -> Self {
+        let p = swictation_policy::ptt::PttConfig::default();
+        Self {
+            hold_threshold_ms: p.hold_threshold_ms,
+            release_pad_ms: p.release_pad_ms,
+            start_paused: false,
+        }
+    }
+}
+
+impl PttSection {
+    /// The state machine's tuning.
+    pub fn policy(&self) -> swictation_policy::ptt::PttConfig {
+        swictation_policy::ptt::PttConfig {
+            hold_threshold_ms: self.hold_threshold_ms,
+            release_pad_ms: self.release_pad_ms,
+        }
+    }
 }
 
 /// `[audio]`: the microphone.
@@ -518,6 +553,15 @@ pub const SCHEMA: &[SectionDoc] = &[
         doc: "Logging (to the journal under systemd).",
         keys: &[key("level", "\"error\", \"warn\", \"info\" or \"debug\". SWICTATION_LOG overrides it.")],
     },
+    SectionDoc {
+        name: "ptt",
+        doc: "Push-to-talk: bind `swictation ptt down` to a key press and `swictation ptt up` to its release (README: examples).",
+        keys: &[
+            key("hold_threshold_ms", "A press at least this long is push-to-talk (listen while held); a shorter one is a tap, which toggles listening."),
+            key("release_pad_ms", "Milliseconds of audio kept after the key is released, so the last word is not cut."),
+            key("start_paused", "Start paused: listen only while the key is held, or after a tap."),
+        ],
+    },
 ];
 
 /// A configuration problem, naming the file and, where there is one, the key.
@@ -852,6 +896,13 @@ impl Config {
             86_400,
         )?;
         check("supervision.hang_timeout_s", s.hang_timeout_s, 1, 3_600)?;
+        check(
+            "ptt.hold_threshold_ms",
+            self.ptt.hold_threshold_ms,
+            0,
+            10_000,
+        )?;
+        check("ptt.release_pad_ms", self.ptt.release_pad_ms, 0, 10_000)?;
         Ok(())
     }
 
@@ -1248,6 +1299,16 @@ mod tests {
                 "known keys in [log]: level",
             ),
             ("vad = 3\n", "vad", "invalid type"),
+            (
+                "[ptt]\nrelease_pad_ms = 20000\n",
+                "ptt.release_pad_ms",
+                "between 0 and 10000",
+            ),
+            (
+                "[ptt]\nhold_ms = 300\n",
+                "ptt.hold_ms",
+                "known keys in [ptt]: hold_threshold_ms",
+            ),
         ];
         for (text, key, needle) in cases {
             let err = match parse(text) {

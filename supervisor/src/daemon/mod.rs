@@ -42,6 +42,8 @@ use crate::supervision::stages::{
     self, Pipeline, PipelineConfig, Probe, StageCommand, StageControl,
 };
 
+mod ptt;
+
 /// Samples per chunk sent to the pipeline: 100 ms.
 const CHUNK: usize = SAMPLE_RATE as usize / 10;
 
@@ -369,6 +371,9 @@ struct Daemon {
     last_state: DaemonState,
     last_sd_status: String,
     out_tx: Option<std::sync::mpsc::Sender<String>>,
+    /// Push-to-talk: the tap-vs-hold state machine, and a stop waiting for the release padding.
+    ptt: swictation_policy::ptt::PushToTalk,
+    ptt_stop: Option<ptt::PendingStop>,
 }
 
 impl Daemon {
@@ -565,7 +570,19 @@ impl Daemon {
             cmd.respond(Err("the daemon is stopping".into()));
             return;
         }
+        if matches!(
+            cmd.command,
+            Command::Pause | Command::Resume | Command::Toggle
+        ) {
+            self.ptt_cancel();
+        }
         match cmd.command {
+            Command::Ptt(key) => {
+                let mut m = self.ptt_key(key);
+                m.extend(state(self));
+                cmd.respond(Ok(m));
+                return;
+            }
             Command::Pause => self.pause(),
             Command::Resume => self.resume(),
             Command::Toggle if self.paused => self.resume(),
@@ -830,6 +847,7 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     }
     // File and stdin feeders own their sender; the loop keeps one for the pause silence.
+    let config_ptt = config.ptt.policy();
     let mut d = Daemon {
         cfg: config,
         board: board.clone(),
@@ -851,7 +869,15 @@ pub async fn run(opts: Options) -> Result<()> {
         last_state: DaemonState::Starting,
         last_sd_status: String::new(),
         out_tx: Some(out_tx),
+        ptt: swictation_policy::ptt::PushToTalk::new(config_ptt),
+        ptt_stop: None,
     };
+    if d.cfg.ptt.start_paused {
+        crate::log_info!(
+            "starting paused (ptt.start_paused): `swictation ptt down` or `toggle` to listen"
+        );
+        d.pause();
+    }
     d.refresh_status();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -900,6 +926,7 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = term.recv() => d.begin_stop("SIGTERM"),
             _ = int.recv() => d.begin_stop("SIGINT"),
             _ = status_tick.tick() => d.refresh_status(),
+            _ = ptt::stop_poll(d.ptt_stop.is_some()) => d.ptt_tick(),
             _ = watchdog_tick.tick(), if watchdog_every.is_some() && d.ready && !d.stopping => {
                 if let Err(e) = d.notifier.watchdog() {
                     crate::log_warn!("sd_notify WATCHDOG: {e}");
