@@ -42,6 +42,55 @@ pub struct Config {
     pub log: LogConfig,
     /// `[ptt]`: push-to-talk.
     pub ptt: PttSection,
+    /// `[dictation]`: replacements and spoken commands.
+    pub dictation: DictationSection,
+}
+
+/// `[dictation]`: what happens to a transcript between the recogniser and the output. Off
+/// unless configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DictationSection {
+    /// Obey the spoken commands below. Default false.
+    pub commands: bool,
+    /// Phrases for a line break. Default `["new line"]`.
+    pub new_line: Vec<String>,
+    /// Phrases for a paragraph break. Default `["new paragraph"]`.
+    pub new_paragraph: Vec<String>,
+    /// Phrases that delete what was said last. Default `["scratch that"]`.
+    pub scratch_that: Vec<String>,
+    /// Whole-word replacements, words as heard = text to put instead. Default: none.
+    pub replacements: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for DictationSection {
+    fn default() -> Self {
+        let english = swictation_policy::dictation::english_commands();
+        Self {
+            commands: false,
+            new_line: english.new_line,
+            new_paragraph: english.new_paragraph,
+            scratch_that: english.scratch_that,
+            replacements: Default::default(),
+        }
+    }
+}
+
+impl DictationSection {
+    /// The rules these keys describe (no commands unless `commands = true`).
+    pub fn rules(&self) -> swictation_policy::dictation::Rules {
+        let on = |l: &Vec<String>| if self.commands { l.clone() } else { Vec::new() };
+        swictation_policy::dictation::Rules {
+            replacements: self
+                .replacements
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect(),
+            new_line: on(&self.new_line),
+            new_paragraph: on(&self.new_paragraph),
+            scratch_that: on(&self.scratch_that),
+        }
+    }
 }
 
 /// `[ptt]`: push-to-talk (`swictation ptt down|up` from a key binding).
@@ -562,6 +611,17 @@ pub const SCHEMA: &[SectionDoc] = &[
             key("start_paused", "Start paused: listen only while the key is held, or after a tap."),
         ],
     },
+    SectionDoc {
+        name: "dictation",
+        doc: "Between the recogniser and the output: spoken commands and whole-word replacements. Off unless configured.",
+        keys: &[
+            key("commands", "Obey the spoken commands below (whole words, any case)."),
+            key("new_line", "Phrases that put a line break in the text."),
+            key("new_paragraph", "Phrases that put a paragraph break (two line breaks) in the text."),
+            key("scratch_that", "Phrases that drop what was said before them in the utterance, or, said first, delete the last utterance delivered (typed text is erased with backspaces, a file loses its last line; not possible on stdout or the clipboard)."),
+            key("replacements", "Whole-word replacements, case-aware (\"Swiktation\" becomes \"Swictation\"), e.g. { swiktation = \"swictation\", \"open ai\" = \"OpenAI\" }."),
+        ],
+    },
 ];
 
 /// A configuration problem, naming the file and, where there is one, the key.
@@ -903,6 +963,31 @@ impl Config {
             10_000,
         )?;
         check("ptt.release_pad_ms", self.ptt.release_pad_ms, 0, 10_000)?;
+        let d = &self.dictation;
+        for (key, list) in [
+            ("dictation.new_line", &d.new_line),
+            ("dictation.new_paragraph", &d.new_paragraph),
+            ("dictation.scratch_that", &d.scratch_that),
+        ] {
+            if let Some(bad) = list.iter().find(|p| !p.chars().any(char::is_alphanumeric)) {
+                return Err(invalid(
+                    key,
+                    format!("{bad:?}"),
+                    "a phrase needs at least one letter or digit",
+                ));
+            }
+        }
+        if let Some(bad) = d
+            .replacements
+            .keys()
+            .find(|p| !p.chars().any(char::is_alphanumeric))
+        {
+            return Err(invalid(
+                "dictation.replacements",
+                format!("{bad:?}"),
+                "the words to replace need at least one letter or digit",
+            ));
+        }
         Ok(())
     }
 
@@ -1303,6 +1388,21 @@ mod tests {
                 "[ptt]\nrelease_pad_ms = 20000\n",
                 "ptt.release_pad_ms",
                 "between 0 and 10000",
+            ),
+            (
+                "[dictation]\nscratch_that = [\"...\"]\n",
+                "dictation.scratch_that",
+                "at least one letter",
+            ),
+            (
+                "[dictation.replacements]\n\" \" = \"x\"\n",
+                "dictation.replacements",
+                "at least one letter",
+            ),
+            (
+                "[dictation]\nreplacements = [\"a\"]\n",
+                "dictation.replacements",
+                "invalid type",
             ),
             (
                 "[ptt]\nhold_ms = 300\n",

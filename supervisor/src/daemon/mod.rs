@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::io::capture::{self, CaptureConfig, CaptureEvent, CaptureHandle};
 use crate::io::control::{Command, ControlCommand, ControlListener};
+use crate::io::deliver::{Deliverer, Outgoing};
 use crate::io::notify::Notifier;
 use crate::io::output::{Output, Session};
 use crate::report::board::Board;
@@ -370,10 +371,12 @@ struct Daemon {
     last_delivery: Option<Instant>,
     last_state: DaemonState,
     last_sd_status: String,
-    out_tx: Option<std::sync::mpsc::Sender<String>>,
+    out_tx: Option<std::sync::mpsc::Sender<Outgoing>>,
     /// Push-to-talk: the tap-vs-hold state machine, and a stop waiting for the release padding.
     ptt: swictation_policy::ptt::PushToTalk,
     ptt_stop: Option<ptt::PendingStop>,
+    /// `[dictation]` rules, applied to each transcript before it is output.
+    dictation: swictation_policy::dictation::Rules,
 }
 
 impl Daemon {
@@ -687,12 +690,22 @@ impl Daemon {
         if text.is_empty() {
             return;
         }
+        // Replacements and spoken commands ([dictation]); nothing changes without rules.
+        let dictated = self.dictation.apply(&text);
+        if dictated.scratch_last {
+            if let Some(out) = &self.out_tx {
+                let _ = out.send(Outgoing::ScratchLast);
+            }
+        }
+        if dictated.text.is_empty() {
+            return;
+        }
         self.board.emit(Event::Transcript {
             index: seg.index,
-            text: text.clone(),
+            text: dictated.text.clone(),
         });
         if let Some(out) = &self.out_tx {
-            let _ = out.send(text);
+            let _ = out.send(Outgoing::Text(dictated.text));
         }
     }
 }
@@ -758,15 +771,15 @@ pub async fn run(opts: Options) -> Result<()> {
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(AUDIO_QUEUE);
 
     // Output on its own thread: typing tools may block, and stdout may be a slow pipe.
-    let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<Outgoing>();
     crate::log_info!("transcripts go to {}", output.describe());
     let output_thread = std::thread::Builder::new()
         .name("output".into())
         .spawn(move || {
-            let mut output = output;
+            let mut output = Deliverer::new(output);
             let mut failures = 0u32;
-            for text in out_rx {
-                if let Err(e) = output.write(&text) {
+            for what in out_rx {
+                if let Err(e) = output.deliver(&what) {
                     failures += 1;
                     // Once is informative; every transcript would flood the journal.
                     if failures <= 3 {
@@ -848,6 +861,7 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     // File and stdin feeders own their sender; the loop keeps one for the pause silence.
     let config_ptt = config.ptt.policy();
+    let config_dictation = config.dictation.rules();
     let mut d = Daemon {
         cfg: config,
         board: board.clone(),
@@ -871,6 +885,7 @@ pub async fn run(opts: Options) -> Result<()> {
         out_tx: Some(out_tx),
         ptt: swictation_policy::ptt::PushToTalk::new(config_ptt),
         ptt_stop: None,
+        dictation: config_dictation,
     };
     if d.cfg.ptt.start_paused {
         crate::log_info!(

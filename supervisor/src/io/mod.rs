@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod capture;
 pub mod control;
+pub mod deliver;
 pub mod gpu;
 pub mod notify;
 pub mod output;
