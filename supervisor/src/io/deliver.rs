@@ -3,10 +3,16 @@
 //! back: typed text is erased with backspaces, a file is cut back to before its last line.
 //! Standard output and the clipboard cannot take text back; asking them is an error that
 //! says so.
+//!
+//! Typing that fails (a tool that hangs is killed after its deadline, see
+//! [`crate::io::output`]) is never tried again, since part of the text may have been typed: the
+//! whole text goes to the clipboard instead, and the error says where it is.
 
 use std::io::Write as _;
 
-use crate::io::output::{run_tool, typed, Output, OutputError, Tool, Typer};
+use crate::io::output::{
+    choose_clipboard_tool, run_tool, typed, Clipper, Output, OutputError, Session, Tool, Typer,
+};
 
 /// One thing for the output thread to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +58,18 @@ impl Deliverer {
                     Output::File { file, .. } => file.metadata().ok().map(|m| m.len()),
                     _ => None,
                 };
-                self.output.write(text)?;
+                if let Err(e) = self.output.write(text) {
+                    self.last = None;
+                    return Err(match (&self.output, e) {
+                        (Output::Type(_), OutputError::Tool { program, reason }) => {
+                            OutputError::Tool {
+                                program,
+                                reason: format!("{reason}; {}", keep_on_clipboard(text)),
+                            }
+                        }
+                        (_, e) => e,
+                    });
+                }
                 self.last = match (&self.output, before) {
                     (Output::Type(_), _) => Some(Last::Typed(typed(text).chars().count())),
                     (Output::File { .. }, Some(len)) => Some(Last::FileLen(len)),
@@ -109,6 +126,24 @@ impl Deliverer {
             )),
             _ => Err(fail("the output changed since the last delivery")),
         }
+    }
+}
+
+/// Puts `text` on the clipboard after typing failed; says where the text is.
+fn keep_on_clipboard(text: &str) -> String {
+    let Some(c) = choose_clipboard_tool(&Session::from_env()) else {
+        return "the text could not be kept on a clipboard (no display)".to_owned();
+    };
+    let copied = match c {
+        Clipper::Xclip => run_tool("xclip", &["-selection", "clipboard"], Some(text)),
+        Clipper::WlCopy => run_tool("wl-copy", &["--", text], None),
+    };
+    match copied {
+        Ok(()) => format!(
+            "not typed again; the whole text is on the clipboard ({}) instead",
+            c.program()
+        ),
+        Err(e) => format!("not typed again, and it could not be kept on the clipboard: {e}"),
     }
 }
 
