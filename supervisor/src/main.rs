@@ -178,6 +178,10 @@ enum Command {
         /// Refresh every second until interrupted.
         #[arg(long)]
         watch: bool,
+        /// `waybar`: one JSON object per refresh, {"text","tooltip","class"}, for a status-bar
+        /// custom module (with --watch, one line a second).
+        #[arg(long, value_name = "FORMAT", value_parser = ["waybar"])]
+        format: Option<String>,
     },
     /// Pause if listening, resume if paused.
     Toggle,
@@ -438,7 +442,11 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
                 Err(anyhow::anyhow!("soak failed: {}", violations.join("; ")))
             }
         }
-        Command::Status { json, watch } => status(json, watch).await,
+        Command::Status {
+            json,
+            watch,
+            format,
+        } => status(json, watch, format.is_some()).await,
         Command::Toggle => simple("toggle").await,
         Command::Pause => simple("pause").await,
         Command::Resume => simple("resume").await,
@@ -542,11 +550,32 @@ async fn simple(cmd: &str) -> Result<()> {
     Ok(())
 }
 
-async fn status(json: bool, watch: bool) -> Result<()> {
+async fn status(json: bool, watch: bool, waybar: bool) -> Result<()> {
     loop {
-        let r = control::request(&json!({"cmd": "status"})).await?;
-        let doc = r.get("status").cloned().unwrap_or(Value::Null);
+        let r = control::request(&json!({"cmd": "status"})).await;
         let mut out = std::io::stdout().lock();
+        if waybar {
+            // A bar keeps the module running: a daemon that is not there is a state to show.
+            let line = match &r {
+                Ok(r) => match serde_json::from_value::<Status>(r["status"].clone()) {
+                    Ok(s) => swictation::report::bar::waybar(&s),
+                    Err(e) => {
+                        json!({"text": "? swictation", "tooltip": e.to_string(), "class": ["error"]})
+                    }
+                },
+                Err(e) => json!({"text": "○ off", "tooltip": e.to_string(), "class": ["off"]}),
+            };
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            drop(out);
+            if !watch {
+                return r.map(|_| ()).map_err(Into::into);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let r = r?;
+        let doc = r.get("status").cloned().unwrap_or(Value::Null);
         if json {
             writeln!(out, "{doc}")?;
         } else {

@@ -60,6 +60,15 @@ fn a_hold_over_speech_is_one_transcript_at_release_and_a_tap_toggles() {
         },
     );
     eprintln!("ready and paused after {:?}", t0.elapsed());
+    // The status-bar format says so too.
+    let bar = env.cli(&["status", "--format", "waybar"]);
+    let bar: serde_json::Value =
+        serde_json::from_slice(&bar.stdout).expect("one JSON object from --format waybar");
+    assert_eq!(bar["class"], serde_json::json!(["paused"]), "{bar}");
+    assert!(
+        bar["tooltip"].as_str().is_some_and(|t| t.contains("asr:")),
+        "{bar}"
+    );
 
     // Hold: press, say two clips with a pause between them long enough to end an utterance
     // (1.5 s), and release as the last word ends.
