@@ -64,7 +64,8 @@ fn a_hold_over_speech_is_one_transcript_at_release_and_a_tap_toggles() {
     let bar = env.cli(&["status", "--format", "waybar"]);
     let bar: serde_json::Value =
         serde_json::from_slice(&bar.stdout).expect("one JSON object from --format waybar");
-    assert_eq!(bar["class"], serde_json::json!(["paused"]), "{bar}");
+    assert_eq!(bar["class"][0], "paused", "{bar}");
+    assert_eq!(bar["text"], "⏸ paused", "{bar}");
     assert!(
         bar["tooltip"].as_str().is_some_and(|t| t.contains("asr:")),
         "{bar}"
