@@ -909,6 +909,10 @@ pub async fn run(opts: Options) -> Result<()> {
     );
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ready_seen = false;
+    // One interval for the whole loop: a sleep made afresh each turn would never fire while
+    // capture events keep the loop turning.
+    let mut ptt_every = tokio::time::interval(ptt::STOP_POLL);
+    ptt_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let report = loop {
         tokio::select! {
@@ -941,7 +945,7 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = term.recv() => d.begin_stop("SIGTERM"),
             _ = int.recv() => d.begin_stop("SIGINT"),
             _ = status_tick.tick() => d.refresh_status(),
-            _ = ptt::stop_poll(d.ptt_stop.is_some()) => d.ptt_tick(),
+            _ = ptt_every.tick(), if d.ptt_stop.is_some() => d.ptt_tick(),
             _ = watchdog_tick.tick(), if watchdog_every.is_some() && d.ready && !d.stopping => {
                 if let Err(e) = d.notifier.watchdog() {
                     crate::log_warn!("sd_notify WATCHDOG: {e}");

@@ -113,12 +113,3 @@ impl Daemon {
         }
     }
 }
-
-/// Resolves every [`STOP_POLL`] while a stop is pending; never otherwise.
-pub(super) async fn stop_poll(pending: bool) {
-    if pending {
-        tokio::time::sleep(STOP_POLL).await;
-    } else {
-        std::future::pending::<()>().await;
-    }
-}
