@@ -23,7 +23,9 @@ struct Xvfb {
 impl Xvfb {
     fn start() -> Xvfb {
         for n in (100 + std::process::id() % 800)..(200 + std::process::id() % 800) {
-            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                || Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            {
                 continue;
             }
             let mut child = Command::new("Xvfb")
@@ -36,7 +38,9 @@ impl Xvfb {
                 .expect("Xvfb (deploy/setup.sh installs it)");
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(10) {
-                if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                    || Path::new(&format!("/tmp/.X{n}-lock")).exists()
+                {
                     return Xvfb {
                         child,
                         display: format!(":{n}"),

@@ -44,6 +44,27 @@ pub struct Config {
     pub ptt: PttSection,
     /// `[dictation]`: replacements and spoken commands.
     pub dictation: DictationSection,
+    /// `[notify]`: desktop notifications.
+    pub notify: NotifySection,
+}
+
+/// `[notify]`: desktop notifications (session bus) for faults, moves off the GPU, held speech.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// Send them. Default true.
+    pub enabled: bool,
+    /// At most one notice of a kind this often, seconds. Default 30.
+    pub min_interval_s: u64,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_interval_s: 30,
+        }
+    }
 }
 
 /// `[dictation]`: what happens to a transcript between the recogniser and the output. Off
@@ -612,6 +633,14 @@ pub const SCHEMA: &[SectionDoc] = &[
         ],
     },
     SectionDoc {
+        name: "notify",
+        doc: "Desktop notifications over the session bus (org.freedesktop.Notifications): a worker failed, moved off the GPU, speech held, running degraded. Never transcripts.",
+        keys: &[
+            key("enabled", "Send desktop notifications."),
+            key("min_interval_s", "At most one notification of a kind this often, seconds."),
+        ],
+    },
+    SectionDoc {
         name: "dictation",
         doc: "Between the recogniser and the output: spoken commands and whole-word replacements. Off unless configured.",
         keys: &[
@@ -963,6 +992,12 @@ impl Config {
             10_000,
         )?;
         check("ptt.release_pad_ms", self.ptt.release_pad_ms, 0, 10_000)?;
+        check(
+            "notify.min_interval_s",
+            self.notify.min_interval_s,
+            0,
+            86_400,
+        )?;
         let d = &self.dictation;
         for (key, list) in [
             ("dictation.new_line", &d.new_line),

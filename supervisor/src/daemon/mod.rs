@@ -814,6 +814,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut pcfg = pipeline_config(&config, allow_faults);
     pcfg.engine.simulate_gpu = gpu_script.is_some();
     let placer = Placer::new(gpu_probe, placement, pcfg.engine.clone(), board.clone());
+    let desktop = config.notify.enabled.then(|| {
+        tokio::spawn(crate::io::desktop::run(
+            board.events(),
+            Duration::from_secs(config.notify.min_interval_s),
+        ))
+    });
     let sleep_watch = tokio::spawn(crate::supervision::sleep::watch(
         placer.clone(),
         board.clone(),
@@ -955,6 +961,9 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     // No more GPU work to protect: let go of logind's delay lock.
     sleep_watch.abort();
+    if let Some(t) = desktop {
+        t.abort();
+    }
     // The pipeline has delivered everything: drain the transcripts it sent on the way out.
     d.begin_stop("all input transcribed");
     while let Ok((seg, at)) = text_rx.try_recv() {

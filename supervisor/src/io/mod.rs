@@ -5,6 +5,7 @@ pub mod audio;
 pub mod capture;
 pub mod control;
 pub mod deliver;
+pub mod desktop;
 pub mod gpu;
 pub mod notify;
 pub mod output;
