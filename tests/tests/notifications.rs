@@ -108,8 +108,13 @@ fn a_worker_fault_and_a_move_off_the_gpu_reach_the_notification_server() {
     );
     let s = env.wait_status("both workers on the GPU", Duration::from_secs(90), |s| {
         ["asr", "vad"].iter().all(|r| {
-            let w = worker(s, r);
-            w["state"] == "ready" && w["placement"].as_str().is_some_and(|p| p.contains("cuda"))
+            s["workers"].as_array().is_some_and(|ws| {
+                ws.iter().any(|w| {
+                    w["role"] == *r
+                        && w["state"] == "ready"
+                        && w["placement"].as_str().is_some_and(|p| p.contains("cuda"))
+                })
+            })
         })
     });
     // A fault: the ASR worker dies of SIGABRT.
