@@ -37,8 +37,10 @@ check() {
 # ---- 1. Debian build dependencies --------------------------------------------------------------
 # libasound2-dev, pkg-config: cpal. alsa-utils: the live-audio tests' ALSA file plugin checks.
 # dbus-daemon: the sleep tests' private system bus (the daemon itself needs none).
+# xvfb xdotool xterm xclip: the X11 typing tests type into a real xterm under Xvfb.
+# dunst, dbus-bin (dbus-send): the notification test's real notification server.
 need_pkgs=()
-for p in libasound2-dev pkg-config alsa-utils dbus-daemon; do
+for p in libasound2-dev pkg-config alsa-utils dbus-daemon dbus-bin xvfb xdotool xterm xclip dunst; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)

@@ -179,6 +179,10 @@ enum Command {
         /// Refresh every second until interrupted.
         #[arg(long)]
         watch: bool,
+        /// `waybar`: one JSON object per refresh, {"text","tooltip","class"}, for a status-bar
+        /// custom module (with --watch, one line a second).
+        #[arg(long, value_name = "FORMAT", value_parser = ["waybar"])]
+        format: Option<String>,
     },
     /// Pause if listening, resume if paused.
     Toggle,
@@ -186,6 +190,13 @@ enum Command {
     Pause,
     /// Start transcribing again.
     Resume,
+    /// Push-to-talk: bind `ptt down` to a key's press and `ptt up` to its release. A press
+    /// shorter than ptt.hold_threshold_ms toggles; a longer one listens while held.
+    Ptt {
+        /// The key event.
+        #[arg(value_enum)]
+        key: PttArg,
+    },
     /// Print the daemon's events (transcripts, state changes, failures) as JSON lines.
     Subscribe,
     /// Restart a worker (it reloads its model).
@@ -213,6 +224,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A push-to-talk key event on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum PttArg {
+    /// The key was pressed.
+    #[value(alias = "press")]
+    Down,
+    /// The key was released.
+    #[value(alias = "release")]
+    Up,
 }
 
 /// A worker role on the command line.
@@ -421,11 +443,28 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
                 Err(anyhow::anyhow!("soak failed: {}", violations.join("; ")))
             }
         }
-        Command::Status { json, watch } => status(json, watch).await,
+        Command::Status {
+            json,
+            watch,
+            format,
+        } => status(json, watch, format.is_some()).await,
         Command::Toggle => simple("toggle").await,
         Command::Pause => simple("pause").await,
         Command::Resume => simple("resume").await,
         Command::Stop => simple("stop").await,
+        Command::Ptt { key } => {
+            let key = match key {
+                PttArg::Down => "down",
+                PttArg::Up => "up",
+            };
+            let r = control::request(&json!({"cmd": "ptt", "key": key})).await?;
+            println!(
+                "{} ({})",
+                r["state"].as_str().unwrap_or("ok"),
+                r["ptt"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
         Command::Restart { role } => {
             let role = match role {
                 RoleArg::Vad => "vad",
@@ -512,11 +551,32 @@ async fn simple(cmd: &str) -> Result<()> {
     Ok(())
 }
 
-async fn status(json: bool, watch: bool) -> Result<()> {
+async fn status(json: bool, watch: bool, waybar: bool) -> Result<()> {
     loop {
-        let r = control::request(&json!({"cmd": "status"})).await?;
-        let doc = r.get("status").cloned().unwrap_or(Value::Null);
+        let r = control::request(&json!({"cmd": "status"})).await;
         let mut out = std::io::stdout().lock();
+        if waybar {
+            // A bar keeps the module running: a daemon that is not there is a state to show.
+            let line = match &r {
+                Ok(r) => match serde_json::from_value::<Status>(r["status"].clone()) {
+                    Ok(s) => swictation::report::bar::waybar(&s),
+                    Err(e) => {
+                        json!({"text": "? swictation", "tooltip": e.to_string(), "class": ["error"]})
+                    }
+                },
+                Err(e) => json!({"text": "○ off", "tooltip": e.to_string(), "class": ["off"]}),
+            };
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            drop(out);
+            if !watch {
+                return r.map(|_| ()).map_err(Into::into);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let r = r?;
+        let doc = r.get("status").cloned().unwrap_or(Value::Null);
         if json {
             writeln!(out, "{doc}")?;
         } else {

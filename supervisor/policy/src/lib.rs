@@ -9,10 +9,14 @@
 //! - [`wer`]: word error rate, for the canary and the soak.
 //! - [`gpu`]: what a GPU probe reads.
 //! - [`placement`]: where each worker runs, from readings, failures and the configured ladders.
+//! - [`dictation`]: replacements and spoken commands between the recogniser and the output.
+//! - [`ptt`]: push-to-talk key events to actions, by the tap-vs-hold rule.
 
+pub mod dictation;
 pub mod failure;
 pub mod gpu;
 pub mod placement;
+pub mod ptt;
 pub mod restart;
 pub mod segmenter;
 pub mod wer;

@@ -20,6 +20,40 @@ const SAMPLES_PER_MS: u64 = 16;
 /// held in memory, and no ASR model handles ten minutes in one pass anyway.
 pub const MAX_SEGMENT_LIMIT_MS: u32 = 600_000;
 
+/// Longest piece of a held segment (push-to-talk) sent to ASR at once: 90 s
+/// of f32 samples is 5.8 MB, inside the wire's 8 MiB frame. A longer hold is
+/// sent as several pieces, cut in a pause where there is one, never dropped.
+pub const HOLD_PIECE_MS: u32 = 90_000;
+
+/// Silence inside a held segment that is a good place to cut it into pieces.
+const HOLD_CUT_SILENCE_MS: u64 = 300;
+
+/// What push-to-talk tells the segmenter, at a stream position (see
+/// [`Segmenter::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldMark {
+    /// The key went down: a segment is open from here (with the pre-roll) and
+    /// silence does not close it, nor does `max_segment_ms` cut it.
+    Start,
+    /// It was a tap: the VAD decides again where the open segment ends.
+    LetGo,
+    /// The key came up after a hold: the held segment ends `pad_ms` after
+    /// this position, whatever the VAD says.
+    Close {
+        /// Audio kept after the release, so the last word is not cut.
+        pad_ms: u32,
+    },
+}
+
+/// Where a hold stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Off,
+    On,
+    /// Closing at this stream position.
+    Until(u64),
+}
+
 /// Tuning of the segmenter. All durations are in milliseconds of audio.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 #[serde(default)]
@@ -158,6 +192,12 @@ struct Open {
     /// True after a forced split: this part continues an accepted utterance,
     /// so it is not subject to `min_speech`.
     continuation: bool,
+    /// A frame at or above `start_threshold` is in it (false only for a
+    /// segment a hold opened before any speech).
+    voiced: bool,
+    /// The middle of the latest silence of at least [`HOLD_CUT_SILENCE_MS`],
+    /// where a long held segment is best cut.
+    pause_mid: Option<u64>,
 }
 
 /// Turns a stream of (frame, speech probability) pairs into [`Segment`]s.
@@ -180,6 +220,10 @@ pub struct Segmenter {
     /// `pad_before` samples, ending at `pos`.
     preroll: VecDeque<f32>,
     open: Option<Open>,
+    /// Push-to-talk: whether the open segment is held.
+    hold: Hold,
+    /// Marks for positions not reached yet, in order.
+    marks: VecDeque<(u64, HoldMark)>,
 }
 
 impl Segmenter {
@@ -204,6 +248,8 @@ impl Segmenter {
             next_index: 0,
             preroll: VecDeque::with_capacity(pad_before.min(1 << 20)),
             open: None,
+            hold: Hold::Off,
+            marks: VecDeque::new(),
             cfg,
         }
     }
@@ -223,9 +269,11 @@ impl Segmenter {
         if frame.is_empty() {
             return out;
         }
+        self.apply_due_marks(&mut out);
         let frame_start = self.pos;
         self.pos += frame.len() as u64;
         let pos = self.pos;
+        let cut_silence = HOLD_CUT_SILENCE_MS * SAMPLES_PER_MS;
         // Comparisons are written so that NaN is never speech.
         match &mut self.open {
             None => {
@@ -241,9 +289,23 @@ impl Segmenter {
                         last_speech_end: pos,
                         silence_run: 0,
                         continuation: false,
+                        voiced: true,
+                        pause_mid: None,
                     });
                 } else {
                     self.remember(frame);
+                }
+            }
+            Some(open) if !open.voiced => {
+                // Held open before any speech: speech starts at the first voiced frame.
+                open.samples.extend_from_slice(frame);
+                if prob >= self.cfg.start_threshold {
+                    open.voiced = true;
+                    open.speech_start = frame_start;
+                    open.last_speech_end = pos;
+                    open.silence_run = 0;
+                } else {
+                    open.silence_run += frame.len() as u64;
                 }
             }
             Some(open) => {
@@ -253,16 +315,147 @@ impl Segmenter {
                     open.silence_run = 0;
                 } else {
                     open.silence_run += frame.len() as u64;
+                    if open.silence_run >= cut_silence {
+                        open.pause_mid = Some(open.last_speech_end + open.silence_run / 2);
+                    }
                 }
             }
         }
-        self.split_if_long(&mut out);
-        if let Some(open) = &self.open {
-            if open.silence_run > 0 && open.silence_run >= self.min_silence {
-                self.close(&mut out);
+        match self.hold {
+            Hold::Off => {
+                self.split_if_long(&mut out);
+                if let Some(open) = &self.open {
+                    if open.silence_run > 0 && open.silence_run >= self.min_silence {
+                        self.close(&mut out);
+                    }
+                }
+            }
+            Hold::On => self.split_held(&mut out),
+            Hold::Until(end) => {
+                self.split_held(&mut out);
+                if self.pos >= end {
+                    self.close_held(end, &mut out);
+                }
             }
         }
         out
+    }
+
+    /// Push-to-talk: applies `mark` at stream position `at` (now, if `at` has
+    /// been reached, else when a frame starting at or after it is pushed);
+    /// returns the segments that closed. Marks must come in position order.
+    pub fn mark(&mut self, at: u64, mark: HoldMark) -> Vec<Segment> {
+        let mut out = Vec::new();
+        self.marks.push_back((at, mark));
+        self.apply_due_marks(&mut out);
+        out
+    }
+
+    /// Whether a hold is in force (a segment is kept open for push-to-talk).
+    pub fn held(&self) -> bool {
+        self.hold != Hold::Off
+    }
+
+    fn apply_due_marks(&mut self, out: &mut Vec<Segment>) {
+        while let Some(&(at, mark)) = self.marks.front() {
+            if at > self.pos {
+                break;
+            }
+            self.marks.pop_front();
+            match mark {
+                HoldMark::Start => {
+                    if self.open.is_none() {
+                        let samples: Vec<f32> = self.preroll.drain(..).collect();
+                        self.open = Some(Open {
+                            start: self.pos - samples.len() as u64,
+                            samples,
+                            speech_start: self.pos,
+                            last_speech_end: self.pos,
+                            silence_run: 0,
+                            continuation: false,
+                            voiced: false,
+                            pause_mid: None,
+                        });
+                    }
+                    self.hold = Hold::On;
+                }
+                HoldMark::LetGo => {
+                    self.hold = Hold::Off;
+                    // Nothing said yet: back to idle, the audio held so far is pre-roll again.
+                    if let Some(open) = self.open.take_if(|o| !o.voiced) {
+                        self.remember(&open.samples);
+                    }
+                }
+                HoldMark::Close { pad_ms } => {
+                    if self.hold == Hold::Off {
+                        continue;
+                    }
+                    let end = at + u64::from(pad_ms) * SAMPLES_PER_MS;
+                    if self.pos >= end {
+                        self.close_held(end, out);
+                    } else {
+                        self.hold = Hold::Until(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Emits pieces of a held segment once it reaches [`HOLD_PIECE_MS`]: cut
+    /// in its latest pause of [`HOLD_CUT_SILENCE_MS`] or more in the second
+    /// half of the piece, else at the limit. The rest stays open and held.
+    fn split_held(&mut self, out: &mut Vec<Segment>) {
+        let max = u64::from(HOLD_PIECE_MS) * SAMPLES_PER_MS;
+        loop {
+            let Some(open) = self.open.as_mut() else {
+                return;
+            };
+            if (open.samples.len() as u64) < max {
+                return;
+            }
+            let start = open.start;
+            let end = match open.pause_mid {
+                Some(m) if m > start + max / 2 && m < start + max => m,
+                _ => start + max,
+            };
+            let rest = open.samples.split_off((end - start) as usize);
+            let part = std::mem::replace(&mut open.samples, rest);
+            open.start = end;
+            open.pause_mid = None;
+            let voiced = open.voiced;
+            let was_continuation = open.continuation;
+            open.continuation = true;
+            let speech = (open.speech_start.max(start), open.last_speech_end.min(end));
+            if voiced || was_continuation {
+                out.push(self.segment(start, end, part, true, speech));
+            }
+        }
+    }
+
+    /// Closes the held segment at `end` (at most the current position): all of
+    /// its audio up to there is kept if any of it was speech; what follows
+    /// `end` becomes pre-roll. The hold is over.
+    fn close_held(&mut self, end: u64, out: &mut Vec<Segment>) {
+        self.hold = Hold::Off;
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
+        let end = end.min(self.pos).max(open.start);
+        let len = usize::try_from(end - open.start)
+            .unwrap_or(usize::MAX)
+            .min(open.samples.len());
+        let tail = open.samples.split_off(len);
+        if (open.voiced || open.continuation) && end > open.start {
+            self.remember(&tail);
+            let speech = (
+                open.speech_start.max(open.start),
+                open.last_speech_end.min(end).max(open.start),
+            );
+            out.push(self.segment(open.start, end, open.samples, false, speech));
+        } else {
+            open.samples.extend(tail);
+            self.remember(&open.samples);
+        }
     }
 
     /// Ends the stream: closes the open segment, emitting it if it holds at
@@ -272,6 +465,15 @@ impl Segmenter {
     /// stays usable: later frames continue the same timeline.
     pub fn finish(&mut self) -> Vec<Segment> {
         let mut out = Vec::new();
+        self.marks.clear();
+        if self.hold != Hold::Off {
+            // The stream ended while the key was held: keep everything heard.
+            let end = match self.hold {
+                Hold::Until(e) => e,
+                _ => self.pos,
+            };
+            self.close_held(end, &mut out);
+        }
         self.close(&mut out);
         out
     }
@@ -310,7 +512,7 @@ impl Segmenter {
             open.continuation = true;
             // With a valid config a part always holds speech; the check only
             // keeps an invalid one from emitting pure padding.
-            let has_speech = open.speech_start < end && open.last_speech_end > start;
+            let has_speech = open.voiced && open.speech_start < end && open.last_speech_end > start;
             let speech = (open.speech_start.max(start), open.last_speech_end.min(end));
             if has_speech {
                 out.push(self.segment(start, end, part, true, speech));
@@ -328,7 +530,9 @@ impl Segmenter {
         let end = (open.last_speech_end + self.pad_after)
             .min(self.pos)
             .max(open.start);
-        let keep = if open.continuation {
+        let keep = if !open.voiced {
+            false
+        } else if open.continuation {
             open.last_speech_end > open.start
         } else {
             let speech = open
@@ -809,5 +1013,252 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::*;
+
+    const F: usize = FRAME_SAMPLES;
+
+    /// What happens at a frame index: a probability, and optionally a mark
+    /// applied just before that frame.
+    struct Script {
+        probs: Vec<f32>,
+        marks: Vec<(usize, HoldMark)>,
+    }
+
+    fn runs(runs: &[(f32, usize)]) -> Vec<f32> {
+        runs.iter()
+            .flat_map(|&(p, n)| std::iter::repeat_n(p, n))
+            .collect()
+    }
+
+    /// Runs the script with audio whose sample values are their stream indices.
+    fn play(cfg: SegmenterConfig, s: &Script) -> Vec<Segment> {
+        let mut seg = Segmenter::new(cfg);
+        let mut out = Vec::new();
+        for (i, &p) in s.probs.iter().enumerate() {
+            for &(at, m) in s.marks.iter().filter(|(at, _)| *at == i) {
+                out.extend(seg.mark((at * F) as u64, m));
+            }
+            let frame: Vec<f32> = (i * F..(i + 1) * F).map(|x| x as f32).collect();
+            out.extend(seg.push(&frame, p));
+        }
+        out.extend(seg.finish());
+        for s in &out {
+            for (k, &v) in s.samples.iter().enumerate() {
+                assert_eq!(v, (s.start + k as u64) as f32, "segment {}", s.index);
+            }
+        }
+        out
+    }
+
+    fn bounds(segs: &[Segment]) -> Vec<(u64, u64, bool)> {
+        segs.iter()
+            .map(|s| (s.start, s.end, s.forced_split))
+            .collect()
+    }
+
+    /// Two bursts of speech 1.3 s apart (frames 20-49 and 90-119).
+    fn two_bursts() -> Vec<f32> {
+        runs(&[(0.0, 20), (0.9, 30), (0.0, 40), (0.9, 30), (0.0, 60)])
+    }
+
+    #[test]
+    fn a_hold_keeps_pauses_inside_and_closes_at_release_plus_pad() {
+        let cfg = SegmenterConfig::default();
+        let pre = u64::from(cfg.pad_before_ms) * 16;
+        // Without a hold the pause splits the speech in two.
+        let free = play(
+            cfg.clone(),
+            &Script {
+                probs: two_bursts(),
+                marks: vec![],
+            },
+        );
+        assert_eq!(free.len(), 2, "{:?}", bounds(&free));
+        // Held from frame 10 to frame 120 (speech ends at 120: the release comes
+        // with the last word), with 500 ms of padding.
+        let held = play(
+            cfg,
+            &Script {
+                probs: two_bursts(),
+                marks: vec![
+                    (10, HoldMark::Start),
+                    (120, HoldMark::Close { pad_ms: 500 }),
+                ],
+            },
+        );
+        assert_eq!(
+            bounds(&held),
+            vec![((10 * F) as u64 - pre, (120 * F + 500 * 16) as u64, false)]
+        );
+    }
+
+    #[test]
+    fn release_padding_is_kept_even_past_min_silence() {
+        // pad 800 ms > min_silence 500 ms: silence after the release does not close it early.
+        let held = play(
+            SegmenterConfig::default(),
+            &Script {
+                probs: runs(&[(0.9, 30), (0.0, 100)]),
+                marks: vec![(0, HoldMark::Start), (30, HoldMark::Close { pad_ms: 800 })],
+            },
+        );
+        assert_eq!(bounds(&held), vec![(0, (30 * F + 800 * 16) as u64, false)]);
+    }
+
+    #[test]
+    fn a_tap_lets_the_vad_decide_again() {
+        let cfg = SegmenterConfig::default();
+        // A tap before the speech: the segments are those the VAD finds alone.
+        let free = play(
+            cfg.clone(),
+            &Script {
+                probs: two_bursts(),
+                marks: vec![],
+            },
+        );
+        let tapped = play(
+            cfg.clone(),
+            &Script {
+                probs: two_bursts(),
+                marks: vec![(5, HoldMark::Start), (10, HoldMark::LetGo)],
+            },
+        );
+        assert_eq!(bounds(&tapped), bounds(&free));
+        // A tap in silence, nothing said: nothing.
+        let silent = play(
+            cfg,
+            &Script {
+                probs: runs(&[(0.0, 100)]),
+                marks: vec![(5, HoldMark::Start), (10, HoldMark::LetGo)],
+            },
+        );
+        assert!(silent.is_empty(), "{:?}", bounds(&silent));
+    }
+
+    #[test]
+    fn a_hold_over_silence_gives_nothing() {
+        let held = play(
+            SegmenterConfig::default(),
+            &Script {
+                probs: runs(&[(0.1, 200)]),
+                marks: vec![(5, HoldMark::Start), (150, HoldMark::Close { pad_ms: 500 })],
+            },
+        );
+        assert!(held.is_empty(), "{:?}", bounds(&held));
+    }
+
+    #[test]
+    fn a_late_release_mark_cuts_at_its_own_position() {
+        // The release mark arrives when the segmenter is already 2 s past it.
+        let cfg = SegmenterConfig::default();
+        let mut seg = Segmenter::new(cfg);
+        let mut out = seg.mark(0, HoldMark::Start);
+        let probs = runs(&[(0.9, 40), (0.0, 100)]);
+        for (i, &p) in probs.iter().enumerate() {
+            let frame: Vec<f32> = (i * F..(i + 1) * F).map(|x| x as f32).collect();
+            out.extend(seg.push(&frame, p));
+        }
+        assert!(out.is_empty(), "closed while held");
+        out.extend(seg.mark((40 * F) as u64, HoldMark::Close { pad_ms: 500 }));
+        assert_eq!(bounds(&out), vec![(0, (40 * F + 8000) as u64, false)]);
+        assert!(!seg.held());
+        // The audio after the cut is pre-roll for what comes next, not lost.
+        assert_eq!(seg.preroll.len(), 300 * 16);
+    }
+
+    #[test]
+    fn a_mark_ahead_of_the_audio_waits_for_it() {
+        let mut seg = Segmenter::new(SegmenterConfig::default());
+        assert!(seg.mark((10 * F) as u64, HoldMark::Start).is_empty());
+        assert!(!seg.held());
+        let mut out = Vec::new();
+        for i in 0..200 {
+            let frame: Vec<f32> = (i * F..(i + 1) * F).map(|x| x as f32).collect();
+            let p = if (20..40).contains(&i) || (100..120).contains(&i) {
+                0.9
+            } else {
+                0.0
+            };
+            if i == 11 {
+                assert!(seg.held());
+                out.extend(seg.mark((120 * F) as u64, HoldMark::Close { pad_ms: 500 }));
+            }
+            out.extend(seg.push(&frame, p));
+        }
+        assert_eq!(
+            bounds(&out),
+            vec![((10 * F - 4800) as u64, (120 * F + 8000) as u64, false)]
+        );
+    }
+
+    #[test]
+    fn a_hold_of_five_minutes_is_transcribed_whole_in_pieces_cut_in_pauses() {
+        // 5 minutes: 6.4 s of speech, 0.48 s of pause, over and over.
+        let cycle = runs(&[(0.9, 200), (0.0, 15)]);
+        let frames = 5 * 60 * 16_000 / F;
+        let probs: Vec<f32> = cycle.iter().copied().cycle().take(frames).collect();
+        let release = frames - 1;
+        let segs = play(
+            SegmenterConfig::default(),
+            &Script {
+                probs: probs.clone(),
+                marks: vec![
+                    (0, HoldMark::Start),
+                    (release, HoldMark::Close { pad_ms: 500 }),
+                ],
+            },
+        );
+        assert!(segs.len() >= 4, "{:?}", bounds(&segs));
+        // Contiguous from the press to the end of the stream (the pad runs past it).
+        assert_eq!(segs[0].start, 0);
+        for w in segs.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "{:?}", bounds(&segs));
+        }
+        assert_eq!(segs.last().map(|s| s.end), Some((frames * F) as u64));
+        let limit = u64::from(HOLD_PIECE_MS) * 16;
+        for s in &segs[..segs.len() - 1] {
+            assert!(s.end - s.start <= limit, "{:?}", bounds(&segs));
+            // Each cut lies in a pause, not in a word.
+            let frame = (s.end as usize) / F;
+            assert_eq!(probs[frame], 0.0, "cut at {} is in speech", s.end);
+        }
+    }
+
+    #[test]
+    fn a_hold_without_pauses_is_cut_at_the_piece_limit_and_nothing_is_lost() {
+        let frames = 200 * 16_000 / F;
+        let segs = play(
+            SegmenterConfig::default(),
+            &Script {
+                probs: vec![0.9; frames],
+                marks: vec![(0, HoldMark::Start)],
+            },
+        );
+        let limit = u64::from(HOLD_PIECE_MS) * 16;
+        assert_eq!(
+            bounds(&segs),
+            vec![
+                (0, limit, true),
+                (limit, 2 * limit, true),
+                (2 * limit, (frames * F) as u64, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_stream_ending_during_a_hold_keeps_everything() {
+        let segs = play(
+            SegmenterConfig::default(),
+            &Script {
+                probs: runs(&[(0.0, 10), (0.9, 20), (0.0, 50)]),
+                marks: vec![(0, HoldMark::Start)],
+            },
+        );
+        assert_eq!(bounds(&segs), vec![(0, (80 * F) as u64, false)]);
     }
 }

@@ -40,6 +40,111 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[ptt]`: push-to-talk.
+    pub ptt: PttSection,
+    /// `[dictation]`: replacements and spoken commands.
+    pub dictation: DictationSection,
+    /// `[notify]`: desktop notifications.
+    pub notify: NotifySection,
+}
+
+/// `[notify]`: desktop notifications (session bus) for faults, moves off the GPU, held speech.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// Send them. Default true.
+    pub enabled: bool,
+    /// At most one notice of a kind this often, seconds. Default 30.
+    pub min_interval_s: u64,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_interval_s: 30,
+        }
+    }
+}
+
+/// `[dictation]`: what happens to a transcript between the recogniser and the output. Off
+/// unless configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DictationSection {
+    /// Obey the spoken commands below. Default false.
+    pub commands: bool,
+    /// Phrases for a line break. Default `["new line"]`.
+    pub new_line: Vec<String>,
+    /// Phrases for a paragraph break. Default `["new paragraph"]`.
+    pub new_paragraph: Vec<String>,
+    /// Phrases that delete what was said last. Default `["scratch that"]`.
+    pub scratch_that: Vec<String>,
+    /// Whole-word replacements, words as heard = text to put instead. Default: none.
+    pub replacements: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for DictationSection {
+    fn default() -> Self {
+        let english = swictation_policy::dictation::english_commands();
+        Self {
+            commands: false,
+            new_line: english.new_line,
+            new_paragraph: english.new_paragraph,
+            scratch_that: english.scratch_that,
+            replacements: Default::default(),
+        }
+    }
+}
+
+impl DictationSection {
+    /// The rules these keys describe (no commands unless `commands = true`).
+    pub fn rules(&self) -> swictation_policy::dictation::Rules {
+        let on = |l: &Vec<String>| if self.commands { l.clone() } else { Vec::new() };
+        swictation_policy::dictation::Rules {
+            replacements: self
+                .replacements
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect(),
+            new_line: on(&self.new_line),
+            new_paragraph: on(&self.new_paragraph),
+            scratch_that: on(&self.scratch_that),
+        }
+    }
+}
+
+/// `[ptt]`: push-to-talk (`swictation ptt down|up` from a key binding).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PttSection {
+    /// A press at least this long is push-to-talk; shorter is a tap, which toggles. Default 400.
+    pub hold_threshold_ms: u64,
+    /// Audio kept after the key is released, so the last word is not cut. Default 500.
+    pub release_pad_ms: u32,
+    /// Start paused, listening only while the key is held (or after a tap). Default false.
+    pub start_paused: bool,
+}
+
+impl Default for PttSection {
+    fn default() -> Self {
+        let p = swictation_policy::ptt::PttConfig::default();
+        Self {
+            hold_threshold_ms: p.hold_threshold_ms,
+            release_pad_ms: p.release_pad_ms,
+            start_paused: false,
+        }
+    }
+}
+
+impl PttSection {
+    /// The state machine's tuning.
+    pub fn policy(&self) -> swictation_policy::ptt::PttConfig {
+        swictation_policy::ptt::PttConfig {
+            hold_threshold_ms: self.hold_threshold_ms,
+            release_pad_ms: self.release_pad_ms,
+        }
+    }
 }
 
 /// `[audio]`: the microphone.
@@ -518,6 +623,34 @@ pub const SCHEMA: &[SectionDoc] = &[
         doc: "Logging (to the journal under systemd).",
         keys: &[key("level", "\"error\", \"warn\", \"info\" or \"debug\". SWICTATION_LOG overrides it.")],
     },
+    SectionDoc {
+        name: "ptt",
+        doc: "Push-to-talk: bind `swictation ptt down` to a key press and `swictation ptt up` to its release (README: examples).",
+        keys: &[
+            key("hold_threshold_ms", "A press at least this long is push-to-talk (listen while held); a shorter one is a tap, which toggles listening."),
+            key("release_pad_ms", "Milliseconds of audio kept after the key is released, so the last word is not cut."),
+            key("start_paused", "Start paused: listen only while the key is held, or after a tap."),
+        ],
+    },
+    SectionDoc {
+        name: "notify",
+        doc: "Desktop notifications over the session bus (org.freedesktop.Notifications): a worker failed, moved off the GPU, speech held, running degraded. Never transcripts.",
+        keys: &[
+            key("enabled", "Send desktop notifications."),
+            key("min_interval_s", "At most one notification of a kind this often, seconds."),
+        ],
+    },
+    SectionDoc {
+        name: "dictation",
+        doc: "Between the recogniser and the output: spoken commands and whole-word replacements. Off unless configured.",
+        keys: &[
+            key("commands", "Obey the spoken commands below (whole words, any case)."),
+            key("new_line", "Phrases that put a line break in the text."),
+            key("new_paragraph", "Phrases that put a paragraph break (two line breaks) in the text."),
+            key("scratch_that", "Phrases that drop what was said before them in the utterance, or, said first, delete the last utterance delivered (typed text is erased with backspaces, a file loses its last line; not possible on stdout or the clipboard)."),
+            key("replacements", "Whole-word replacements, case-aware (\"Swiktation\" becomes \"Swictation\"), e.g. { swiktation = \"swictation\", \"open ai\" = \"OpenAI\" }."),
+        ],
+    },
 ];
 
 /// A configuration problem, naming the file and, where there is one, the key.
@@ -846,6 +979,44 @@ impl Config {
             86_400,
         )?;
         check("supervision.hang_timeout_s", s.hang_timeout_s, 1, 3_600)?;
+        check(
+            "ptt.hold_threshold_ms",
+            self.ptt.hold_threshold_ms,
+            0,
+            10_000,
+        )?;
+        check("ptt.release_pad_ms", self.ptt.release_pad_ms, 0, 10_000)?;
+        check(
+            "notify.min_interval_s",
+            self.notify.min_interval_s,
+            0,
+            86_400,
+        )?;
+        let d = &self.dictation;
+        for (key, list) in [
+            ("dictation.new_line", &d.new_line),
+            ("dictation.new_paragraph", &d.new_paragraph),
+            ("dictation.scratch_that", &d.scratch_that),
+        ] {
+            if let Some(bad) = list.iter().find(|p| !p.chars().any(char::is_alphanumeric)) {
+                return Err(invalid(
+                    key,
+                    format!("{bad:?}"),
+                    "a phrase needs at least one letter or digit",
+                ));
+            }
+        }
+        if let Some(bad) = d
+            .replacements
+            .keys()
+            .find(|p| !p.chars().any(char::is_alphanumeric))
+        {
+            return Err(invalid(
+                "dictation.replacements",
+                format!("{bad:?}"),
+                "the words to replace need at least one letter or digit",
+            ));
+        }
         Ok(())
     }
 
@@ -1242,6 +1413,31 @@ mod tests {
                 "known keys in [log]: level",
             ),
             ("vad = 3\n", "vad", "invalid type"),
+            (
+                "[ptt]\nrelease_pad_ms = 20000\n",
+                "ptt.release_pad_ms",
+                "between 0 and 10000",
+            ),
+            (
+                "[dictation]\nscratch_that = [\"...\"]\n",
+                "dictation.scratch_that",
+                "at least one letter",
+            ),
+            (
+                "[dictation.replacements]\n\" \" = \"x\"\n",
+                "dictation.replacements",
+                "at least one letter",
+            ),
+            (
+                "[dictation]\nreplacements = [\"a\"]\n",
+                "dictation.replacements",
+                "invalid type",
+            ),
+            (
+                "[ptt]\nhold_ms = 300\n",
+                "ptt.hold_ms",
+                "known keys in [ptt]: hold_threshold_ms",
+            ),
         ];
         for (text, key, needle) in cases {
             let err = match parse(text) {

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::io::capture::{self, CaptureConfig, CaptureEvent, CaptureHandle};
 use crate::io::control::{Command, ControlCommand, ControlListener};
+use crate::io::deliver::{Deliverer, Outgoing};
 use crate::io::launch::LaunchConfig;
 use crate::io::notify::Notifier;
 use crate::io::output::{Output, Session};
@@ -42,6 +43,8 @@ use crate::supervision::placer::Placer;
 use crate::supervision::stages::{
     self, Pipeline, PipelineConfig, Probe, StageCommand, StageControl,
 };
+
+mod ptt;
 
 /// Samples per chunk sent to the pipeline: 100 ms.
 const CHUNK: usize = SAMPLE_RATE as usize / 10;
@@ -369,7 +372,12 @@ struct Daemon {
     last_delivery: Option<Instant>,
     last_state: DaemonState,
     last_sd_status: String,
-    out_tx: Option<std::sync::mpsc::Sender<String>>,
+    out_tx: Option<std::sync::mpsc::Sender<Outgoing>>,
+    /// Push-to-talk: the tap-vs-hold state machine, and a stop waiting for the release padding.
+    ptt: swictation_policy::ptt::PushToTalk,
+    ptt_stop: Option<ptt::PendingStop>,
+    /// `[dictation]` rules, applied to each transcript before it is output.
+    dictation: swictation_policy::dictation::Rules,
 }
 
 impl Daemon {
@@ -566,7 +574,19 @@ impl Daemon {
             cmd.respond(Err("the daemon is stopping".into()));
             return;
         }
+        if matches!(
+            cmd.command,
+            Command::Pause | Command::Resume | Command::Toggle
+        ) {
+            self.ptt_cancel();
+        }
         match cmd.command {
+            Command::Ptt(key) => {
+                let mut m = self.ptt_key(key);
+                m.extend(state(self));
+                cmd.respond(Ok(m));
+                return;
+            }
             Command::Pause => self.pause(),
             Command::Resume => self.resume(),
             Command::Toggle if self.paused => self.resume(),
@@ -671,12 +691,22 @@ impl Daemon {
         if text.is_empty() {
             return;
         }
+        // Replacements and spoken commands ([dictation]); nothing changes without rules.
+        let dictated = self.dictation.apply(&text);
+        if dictated.scratch_last {
+            if let Some(out) = &self.out_tx {
+                let _ = out.send(Outgoing::ScratchLast);
+            }
+        }
+        if dictated.text.is_empty() {
+            return;
+        }
         self.board.emit(Event::Transcript {
             index: seg.index,
-            text: text.clone(),
+            text: dictated.text.clone(),
         });
         if let Some(out) = &self.out_tx {
-            let _ = out.send(text);
+            let _ = out.send(Outgoing::Text(dictated.text));
         }
     }
 }
@@ -742,15 +772,15 @@ pub async fn run(opts: Options) -> Result<()> {
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(AUDIO_QUEUE);
 
     // Output on its own thread: typing tools may block, and stdout may be a slow pipe.
-    let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<Outgoing>();
     crate::log_info!("transcripts go to {}", output.describe());
     let output_thread = std::thread::Builder::new()
         .name("output".into())
         .spawn(move || {
-            let mut output = output;
+            let mut output = Deliverer::new(output);
             let mut failures = 0u32;
-            for text in out_rx {
-                if let Err(e) = output.write(&text) {
+            for what in out_rx {
+                if let Err(e) = output.deliver(&what) {
                     failures += 1;
                     // Once is informative; every transcript would flood the journal.
                     if failures <= 3 {
@@ -785,6 +815,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut pcfg = pipeline_config(&config, allow_faults);
     pcfg.engine.simulate_gpu = gpu_script.is_some();
     let placer = Placer::new(gpu_probe, placement, &pcfg.engine, board.clone());
+    let desktop = config.notify.enabled.then(|| {
+        tokio::spawn(crate::io::desktop::run(
+            board.events(),
+            Duration::from_secs(config.notify.min_interval_s),
+        ))
+    });
     let sleep_watch = tokio::spawn(crate::supervision::sleep::watch(
         placer.clone(),
         board.clone(),
@@ -831,6 +867,8 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     }
     // File and stdin feeders own their sender; the loop keeps one for the pause silence.
+    let config_ptt = config.ptt.policy();
+    let config_dictation = config.dictation.rules();
     let mut d = Daemon {
         cfg: config,
         board: board.clone(),
@@ -852,7 +890,16 @@ pub async fn run(opts: Options) -> Result<()> {
         last_state: DaemonState::Starting,
         last_sd_status: String::new(),
         out_tx: Some(out_tx),
+        ptt: swictation_policy::ptt::PushToTalk::new(config_ptt),
+        ptt_stop: None,
+        dictation: config_dictation,
     };
+    if d.cfg.ptt.start_paused {
+        crate::log_info!(
+            "starting paused (ptt.start_paused): `swictation ptt down` or `toggle` to listen"
+        );
+        d.pause();
+    }
     d.refresh_status();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -869,6 +916,10 @@ pub async fn run(opts: Options) -> Result<()> {
     );
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ready_seen = false;
+    // One interval for the whole loop: a sleep made afresh each turn would never fire while
+    // capture events keep the loop turning.
+    let mut ptt_every = tokio::time::interval(ptt::STOP_POLL);
+    ptt_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let report = loop {
         tokio::select! {
@@ -901,6 +952,7 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = term.recv() => d.begin_stop("SIGTERM"),
             _ = int.recv() => d.begin_stop("SIGINT"),
             _ = status_tick.tick() => d.refresh_status(),
+            _ = ptt_every.tick(), if d.ptt_stop.is_some() => d.ptt_tick(),
             _ = watchdog_tick.tick(), if watchdog_every.is_some() && d.ready && !d.stopping => {
                 if let Err(e) = d.notifier.watchdog() {
                     crate::log_warn!("sd_notify WATCHDOG: {e}");
@@ -910,6 +962,9 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     // No more GPU work to protect: let go of logind's delay lock.
     sleep_watch.abort();
+    if let Some(t) = desktop {
+        t.abort();
+    }
     // The pipeline has delivered everything: drain the transcripts it sent on the way out.
     d.begin_stop("all input transcribed");
     while let Ok((seg, at)) = text_rx.try_recv() {

@@ -58,6 +58,8 @@ pub enum Command {
     Restart(Role),
     /// Shut the daemon down.
     Stop,
+    /// A push-to-talk key went down or up (`"key":"down"|"up"`).
+    Ptt(swictation_policy::ptt::Key),
 }
 
 impl Command {
@@ -69,6 +71,7 @@ impl Command {
             Command::Resume => "resume",
             Command::Restart(_) => "restart",
             Command::Stop => "stop",
+            Command::Ptt(_) => "ptt",
         }
     }
 }
@@ -337,7 +340,7 @@ enum Request {
     Do(Command),
 }
 
-const KNOWN_COMMANDS: &str = "status, toggle, pause, resume, restart, stop, subscribe";
+const KNOWN_COMMANDS: &str = "status, toggle, pause, resume, ptt, restart, stop, subscribe";
 
 fn parse_request(line: &str) -> Result<Request, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
@@ -364,6 +367,16 @@ fn parse_request(line: &str) -> Result<Request, String> {
         "pause" => Request::Do(Command::Pause),
         "resume" => Request::Do(Command::Resume),
         "stop" => Request::Do(Command::Stop),
+        "ptt" => Request::Do(Command::Ptt(match obj.get("key").and_then(Value::as_str) {
+            Some("down" | "press") => swictation_policy::ptt::Key::Down,
+            Some("up" | "release") => swictation_policy::ptt::Key::Up,
+            Some(other) => {
+                return Err(format!(
+                    "unknown key event `{other}`: ptt takes \"key\": \"down\" or \"up\""
+                ))
+            }
+            None => return Err("ptt needs \"key\": \"down\" or \"up\"".to_owned()),
+        })),
         "restart" => Request::Do(Command::Restart(
             match obj.get("role").and_then(Value::as_str) {
                 Some("vad") => Role::Vad,
@@ -1163,6 +1176,18 @@ mod tests {
             parse_request(r#"{"v":1,"cmd":"subscribe"}"#),
             Ok(Request::Subscribe)
         );
+        use swictation_policy::ptt::Key;
+        assert_eq!(
+            parse_request(r#"{"v":1,"cmd":"ptt","key":"down"}"#),
+            Ok(Request::Do(Command::Ptt(Key::Down)))
+        );
+        assert_eq!(
+            parse_request(r#"{"v":1,"cmd":"ptt","key":"release"}"#),
+            Ok(Request::Do(Command::Ptt(Key::Up)))
+        );
+        assert!(parse_request(r#"{"v":1,"cmd":"ptt"}"#).is_err_and(|e| e.contains("\"down\"")));
+        assert!(parse_request(r#"{"v":1,"cmd":"ptt","key":"sideways"}"#)
+            .is_err_and(|e| e.contains("sideways")));
         assert_eq!(
             with_version(&json!({"cmd":"status"})),
             json!({"v":1,"cmd":"status"})

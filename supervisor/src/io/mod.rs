@@ -4,6 +4,8 @@
 pub mod audio;
 pub mod capture;
 pub mod control;
+pub mod deliver;
+pub mod desktop;
 pub mod gpu;
 pub mod launch;
 pub mod notify;

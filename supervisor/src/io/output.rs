@@ -268,7 +268,7 @@ impl Output {
                     source,
                 }),
             Output::Type(t) => {
-                let typed = format!("{text} ");
+                let typed = typed(text);
                 let args: Vec<&str> = match t {
                     Typer::Wtype => vec!["--", &typed],
                     Typer::Ydotool => vec!["type", "--", &typed],
@@ -281,6 +281,16 @@ impl Output {
                 run_tool("xclip", &["-selection", "clipboard"], Some(text))
             }
         }
+    }
+}
+
+/// What typing `text` types: the text and a space to keep it apart from the next one (none
+/// after a line break the speaker asked for).
+pub fn typed(text: &str) -> String {
+    if text.ends_with('\n') {
+        text.to_owned()
+    } else {
+        format!("{text} ")
     }
 }
 
@@ -307,7 +317,11 @@ fn require(tool: &impl Tool, mode: &'static str) -> Result<(), OutputError> {
 }
 
 /// Runs `program args`, optionally writing `stdin`, and waits at most [`TOOL_TIMEOUT`].
-fn run_tool(program: &'static str, args: &[&str], stdin: Option<&str>) -> Result<(), OutputError> {
+pub(crate) fn run_tool(
+    program: &'static str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<(), OutputError> {
     let fail = |reason: String| OutputError::Tool { program, reason };
     let mut child = Command::new(program)
         .args(args)

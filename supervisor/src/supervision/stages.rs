@@ -77,6 +77,13 @@ pub enum StageCommand {
     Restart,
     /// Test-only: make the worker misbehave (honoured only with `allow_faults`).
     Inject(Fault),
+    /// Push-to-talk, for the VAD stage's segmenter: `mark` at stream sample `at`.
+    Hold {
+        /// The stream position (samples fed to the pipeline) the mark applies at.
+        at: u64,
+        /// What the key did.
+        mark: swictation_policy::segmenter::HoldMark,
+    },
 }
 
 /// Senders for [`StageCommand`]s, one per stage.
@@ -412,7 +419,9 @@ async fn vad_stage(
         tokio::select! {
             biased;
             Some(cmd) = recv_opt(&mut faults) => {
-                if !energy {
+                if let StageCommand::Hold { at, mark } = cmd {
+                    emit(seg.mark(at, mark));
+                } else if !energy {
                     command(&mut sup, cmd).await;
                 }
                 continue;
@@ -519,6 +528,8 @@ async fn command(sup: &mut Supervised, cmd: StageCommand) {
                 let _ = sup.inject(fault).await;
             }
         }
+        // Only the VAD stage's segmenter holds segments; it handles these itself.
+        StageCommand::Hold { .. } => {}
     }
 }
 
