@@ -30,11 +30,50 @@ use swictation_worker_kit::{GraphOptimizationLevel, Runtime};
 use crate::{Moonshine, SpeechModel};
 
 /// The two model files that are prepared; `tokenizer.bin` is used as shipped.
-pub const PREPARED_FILES: [&str; 2] = [crate::moonshine::ENCODER_FILE, crate::moonshine::DECODER_FILE];
+pub const PREPARED_FILES: [&str; 2] = [
+    crate::moonshine::ENCODER_FILE,
+    crate::moonshine::DECODER_FILE,
+];
 /// Folder inside a model directory holding the prepared files and their manifest.
 pub const PREPARED_DIR: &str = "prepared";
 /// The manifest's file name inside [`PREPARED_DIR`].
 pub const MANIFEST: &str = "manifest.json";
+
+/// Prepared files whose bytes are known: `(ONNX Runtime version, shipped sha256, prepared
+/// sha256)`. ONNX Runtime writes the same bytes for the same input every time, so for these a
+/// prepared file that hashes differently is refused (the transcription check runs as well).
+pub const PINNED: &[(&str, &str, &str)] = &[
+    // base-en encoder and decoder, ONNX Runtime 1.32.0 (the CPU library deploy/setup.sh installs)
+    (
+        "1.32.0",
+        "9d1a19e044cbf89a207723d1adb667de89a5671a1e3e611b8ebe721b2c31219c",
+        "c6125fd0661cc52a1954e49821b4ccd28dde328f33c40816b6dc1fd5be42d6ac",
+    ),
+    (
+        "1.32.0",
+        "370e0c1f161d68dc1c2264c1a82024fb123380da3b73f47f05531d1e8d3308c3",
+        "69b1a5653510654e31614ba62349e736c0bdc75c64e821f8c5ae338bb52ab977",
+    ),
+    // tiny-en
+    (
+        "1.32.0",
+        "94e90a4654fc45cdfedb77c4c08e1739f48862998e58fada384b25118134f221",
+        "c5e7d1a446833b54857d78b20dec661d90864c8f86502e8fdf5ba0103ae3038f",
+    ),
+    (
+        "1.32.0",
+        "cf524c4862d36e9e5ab032eddc73637efd822d70e868ac575cf1a46e1e4708a0",
+        "a145c5286aa6847da318ae390cdabcb5308ce565dc316f66eeeff38c4e17a5c7",
+    ),
+];
+
+/// The pinned sha256 of the prepared form of the file hashing to `source`, if known.
+pub fn pinned(ort_version: &str, source: &str) -> Option<&'static str> {
+    PINNED
+        .iter()
+        .find(|(v, s, _)| *v == ort_version && *s == source)
+        .map(|(_, _, out)| *out)
+}
 
 /// What `prepared/manifest.json` says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -160,12 +199,8 @@ impl Clip {
         let pcm = if path.extension().is_some_and(|e| e == "raw") {
             &bytes[..]
         } else {
-            wav_data(&bytes).ok_or_else(|| {
-                format!(
-                    "{} is not a 16 kHz mono 16-bit WAV file",
-                    path.display()
-                )
-            })?
+            wav_data(&bytes)
+                .ok_or_else(|| format!("{} is not a 16 kHz mono 16-bit WAV file", path.display()))?
         };
         let samples = pcm
             .chunks_exact(2)
@@ -229,8 +264,8 @@ pub fn prepare(rt: &Runtime, dir: &Path, clips: &[Clip], force: bool) -> Result<
                 .map_err(|e| e.to_string())?;
             let bytes = std::fs::read(&exported)
                 .map_err(|e| format!("cannot read {}: {e}", exported.display()))?;
-            let named = name_subgraphs(&bytes)
-                .map_err(|e| format!("{}: {e}", exported.display()))?;
+            let named =
+                name_subgraphs(&bytes).map_err(|e| format!("{}: {e}", exported.display()))?;
             std::fs::write(&exported, named)
                 .map_err(|e| format!("cannot write {}: {e}", exported.display()))?;
             let dst = work.join(name);
@@ -238,13 +273,23 @@ pub fn prepare(rt: &Runtime, dir: &Path, clips: &[Clip], force: bool) -> Result<
                 .map_err(|e| e.to_string())?;
             std::fs::remove_file(&exported).ok();
             let meta = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            files.push(PreparedFile {
+            let file = PreparedFile {
                 name: name.to_string(),
                 source_sha256: sha256_file(&src).map_err(|e| e.to_string())?,
                 source_bytes: meta(&src),
                 sha256: sha256_file(&dst).map_err(|e| e.to_string())?,
                 bytes: meta(&dst),
-            });
+            };
+            if let Some(want) = pinned(rt.version(), &file.source_sha256) {
+                if want != file.sha256 {
+                    return Err(format!(
+                        "the prepared {name} has sha256 {}, expected {want} for ONNX Runtime {}: not installed",
+                        file.sha256,
+                        rt.version()
+                    ));
+                }
+            }
+            files.push(file);
         }
         // The check: every clip must come out as the same text through both.
         let shipped = ModelFiles::shipped(dir);
@@ -400,7 +445,11 @@ fn rewrite(
 ) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(b.len() + 64);
     for f in fields(b)? {
-        match (f.wire == 2).then(|| edit(&f, &b[f.payload.clone()])).transpose()?.flatten() {
+        match (f.wire == 2)
+            .then(|| edit(&f, &b[f.payload.clone()]))
+            .transpose()?
+            .flatten()
+        {
             Some(new) => put_len(&mut out, f.number, &new),
             None => out.extend_from_slice(&b[f.whole.clone()]),
         }
@@ -465,7 +514,10 @@ fn node(b: &[u8]) -> Result<Vec<u8>, String> {
         let attr_name = string_field(p, ATTR_NAME).unwrap_or_else(|| "attr".to_string());
         let mut k = 0;
         Ok(Some(rewrite(p, |g, q| match g.number {
-            ATTR_G => Ok(Some(graph(q, Some(&subgraph_name(&node_name, &attr_name, None)))?)),
+            ATTR_G => Ok(Some(graph(
+                q,
+                Some(&subgraph_name(&node_name, &attr_name, None)),
+            )?)),
             ATTR_GRAPHS => {
                 k += 1;
                 Ok(Some(graph(
@@ -520,24 +572,50 @@ mod tests {
         assert_eq!(&out[top[0].whole.clone()], &model[..2], "ir_version kept");
         let g = &out[top[1].payload.clone()];
         assert_eq!(string_field(g, GRAPH_NAME).as_deref(), Some("main"));
-        let node = fields(g).unwrap().into_iter().find(|f| f.number == GRAPH_NODE).unwrap();
+        let node = fields(g)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.number == GRAPH_NODE)
+            .unwrap();
         let node = &g[node.payload];
-        let attr = fields(node).unwrap().into_iter().find(|f| f.number == NODE_ATTRIBUTE).unwrap();
+        let attr = fields(node)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.number == NODE_ATTRIBUTE)
+            .unwrap();
         let attr = &node[attr.payload];
-        let sub = fields(attr).unwrap().into_iter().find(|f| f.number == ATTR_G).unwrap();
+        let sub = fields(attr)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.number == ATTR_G)
+            .unwrap();
         let sub = &attr[sub.payload];
-        assert_eq!(string_field(sub, GRAPH_NAME).as_deref(), Some("model_If_then_branch"));
-        let unknown = fields(sub).unwrap().into_iter().find(|f| f.number == 42).unwrap();
+        assert_eq!(
+            string_field(sub, GRAPH_NAME).as_deref(),
+            Some("model_If_then_branch")
+        );
+        let unknown = fields(sub)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.number == 42)
+            .unwrap();
         let mut want = Vec::new();
         put_varint(&mut want, 42 << 3);
         put_varint(&mut want, 7);
-        assert_eq!(&sub[unknown.whole], &want[..], "unknown field kept byte for byte");
+        assert_eq!(
+            &sub[unknown.whole],
+            &want[..],
+            "unknown field kept byte for byte"
+        );
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(name_subgraphs(&[0xff, 0xff, 0xff]).is_err());
-        assert!(name_subgraphs(&[0x0a, 0x10, 1]).is_err(), "length past the end");
+        assert!(
+            name_subgraphs(&[0x0a, 0x10, 1]).is_err(),
+            "length past the end"
+        );
         assert!(name_subgraphs(&[]).is_err(), "no graph");
     }
 }

@@ -364,19 +364,26 @@ pub struct Ladder {
 }
 
 impl Default for Ladder {
-    /// ASR: cuda base 10 s → 5 s → 3 s → cpu base 10 s → cpu tiny 10 s, every GPU rung with the
-    /// decoder on the CPU (the base-en merged decoder faults on CUDA, gpu-machine.md). VAD: cuda →
-    /// cpu.
+    /// ASR: the whole model on the GPU (base, 10 s; the prepared decoder runs on CUDA) → the
+    /// encoder on the GPU and the decoder on the CPU at 10 s → 5 s → 3 s → cpu base 10 s → cpu
+    /// tiny 10 s. VAD: cuda → cpu.
     fn default() -> Self {
         Self::derived(ModelSize::Base, 10.0)
     }
 }
 
 impl Ladder {
-    /// The ladder for `model` with a `context_s` window: the GPU encoder (decoder on the CPU) at
-    /// `context_s`, then 5 and 3 s where smaller, then everything on the CPU at `context_s`,
-    /// then tiny on the CPU (when `model` is base). VAD: cuda → cpu.
+    /// The ladder for `model` with a `context_s` window: the whole model on the GPU at
+    /// `context_s`, then the GPU encoder (decoder on the CPU) at `context_s`, then at 5 and 3 s
+    /// where smaller, then everything on the CPU at `context_s`, then tiny on the CPU (when
+    /// `model` is base). VAD: cuda → cpu.
     pub fn derived(model: ModelSize, context_s: f32) -> Self {
+        let whole = Rung {
+            encoder: Target::Gpu(None),
+            decoder: Target::Gpu(None),
+            model,
+            context_s,
+        };
         let gpu = |context_s| Rung {
             encoder: Target::Gpu(None),
             decoder: Target::Cpu,
@@ -389,7 +396,7 @@ impl Ladder {
             model,
             context_s,
         };
-        let mut asr = vec![gpu(context_s)];
+        let mut asr = vec![whole, gpu(context_s)];
         for smaller in [5.0, 3.0] {
             if context_s == 0.0 || smaller < context_s {
                 asr.push(gpu(smaller));
@@ -532,7 +539,8 @@ pub struct Estimates {
     /// Moonshine base encoder on CUDA, CUDA context included (base + 10 s × per-second term
     /// = 760 MB, measured on the H100).
     pub base_encoder_mb: u64,
-    /// Moonshine base decoder on CUDA.
+    /// Moonshine base decoder on CUDA (the prepared decoder's float weights are 275 MB; the
+    /// whole model was seen holding 1340 MB on an H200).
     pub base_decoder_mb: u64,
     /// Moonshine tiny encoder on CUDA, context included.
     pub tiny_encoder_mb: u64,
@@ -548,7 +556,7 @@ impl Default for Estimates {
     fn default() -> Self {
         Self {
             base_encoder_mb: 660,
-            base_decoder_mb: 400,
+            base_decoder_mb: 700,
             tiny_encoder_mb: 400,
             tiny_decoder_mb: 250,
             per_context_s_mb: 10,
@@ -1810,6 +1818,23 @@ mod tests {
 
     const NO_DRIVER: &str = "no NVIDIA driver (libnvidia-ml.so.1 not found)";
 
+    /// The ladder the stepping tests are written against: the default without its first rung
+    /// (the whole model on the GPU), so every GPU rung keeps the decoder on the CPU. How the
+    /// ladder is walked does not depend on which rung is first; the default is tested apart.
+    fn encoder_ladder() -> Ladder {
+        let mut ladder = Ladder::default();
+        assert_eq!(ladder.asr[0].label(), "cuda base 10s");
+        ladder.asr.remove(0);
+        ladder
+    }
+
+    fn config() -> PlacementConfig {
+        PlacementConfig {
+            ladder: encoder_ladder(),
+            ..PlacementConfig::default()
+        }
+    }
+
     fn s(n: u64) -> Duration {
         Duration::from_secs(n)
     }
@@ -1851,7 +1876,7 @@ mod tests {
     }
 
     fn rung(i: usize, gpu: Option<u32>) -> Placement {
-        Ladder::default().asr[i].resolve(gpu)
+        encoder_ladder().asr[i].resolve(gpu)
     }
 
     fn fail(role: Role, class: FailureClass, after_ready: bool) -> FailureEvent {
@@ -1879,7 +1904,7 @@ mod tests {
 
     impl Sim {
         fn new() -> Self {
-            Self::with(PlacementConfig::default())
+            Self::with(config())
         }
 
         fn with(cfg: PlacementConfig) -> Self {
@@ -1955,6 +1980,30 @@ mod tests {
                 .map(|p| p.to_string())
                 .unwrap_or_default()
         }
+    }
+
+    #[test]
+    fn by_default_the_whole_model_starts_on_the_gpu_and_a_faulting_decoder_leaves_the_encoder_there(
+    ) {
+        let mut sim = Sim::with(PlacementConfig::default());
+        let d = sim.tick(&a1000(300), None);
+        let a = d.asr.expect("start");
+        assert_eq!(a.to.to_string(), "cuda:0 base 10s");
+        assert!(
+            a.reason.to_string().contains("1.4 GB estimated need"),
+            "{}",
+            a.reason
+        );
+        sim.cur.asr = Worker::ready(a.to, None);
+        let fault = || Some(fail(Role::Asr, FailureClass::CudaFault, true));
+        let c = sim.tick(&a1000(1000), fault()).asr.expect("retry");
+        assert_eq!(c.to.to_string(), "cuda:0 base 10s");
+        let c = sim.tick(&a1000(1000), fault()).asr.expect("step down");
+        assert_eq!(c.to.to_string(), "enc cuda:0 dec cpu base 10s");
+        // Too little room for the whole model, enough for the encoder: the next rung.
+        let mut sim = Sim::with(PlacementConfig::default());
+        let a = sim.tick(&cards(&[(2048, 700)]), None).asr.expect("start");
+        assert_eq!(a.to.to_string(), "enc cuda:0 dec cpu base 10s");
     }
 
     #[test]
@@ -2102,7 +2151,7 @@ mod tests {
         assert_eq!(
             d.history
                 .banned()
-                .get(&Ladder::default().asr[0].key())
+                .get(&encoder_ladder().asr[0].key())
                 .map(String::as_str),
             Some("CUDA fault 2 times")
         );
@@ -2173,7 +2222,7 @@ mod tests {
     #[test]
     fn a_rung_that_cannot_load_on_cuda_is_abandoned_for_good() {
         // The tiny-en encoder fails to initialise on CUDA (gpu-machine.md).
-        let mut cfg = PlacementConfig::default();
+        let mut cfg = config();
         cfg.ladder.asr =
             Ladder::parse_asr(&["device=cuda model=tiny", "model=tiny"]).expect("parses");
         let mut sim = Sim::with(cfg);
@@ -2342,8 +2391,8 @@ mod tests {
         let mut sim = Sim::on_gpu(0);
         sim.run(300, |t| a1000(if t % 2 == 0 { 600 } else { 4000 }));
         let asr: Vec<_> = sim.changes.iter().filter(|c| c.1 == Role::Asr).collect();
-        assert!(asr.len() <= Ladder::default().asr.len(), "{asr:?}");
-        let ladder = Ladder::default();
+        assert!(asr.len() <= encoder_ladder().asr.len(), "{asr:?}");
+        let ladder = encoder_ladder();
         let rungs: Vec<usize> = sim
             .changes
             .iter()
@@ -2361,12 +2410,7 @@ mod tests {
     fn several_gpus_most_free_wins_and_pins_are_kept() {
         let readings = cards(&[(8192, 6000), (8192, 1000)]);
         assert_eq!(
-            fits(
-                &rung(0, Some(0)),
-                &readings,
-                &History::default(),
-                &PlacementConfig::default()
-            ),
+            fits(&rung(0, Some(0)), &readings, &History::default(), &config()),
             Ok(())
         );
         let mut sim = Sim::new();
@@ -2375,7 +2419,7 @@ mod tests {
             (sim.asr().as_str(), sim.vad().as_str()),
             ("enc cuda:1 dec cpu base 10s", "cuda:1")
         );
-        let mut cfg = PlacementConfig::default();
+        let mut cfg = config();
         cfg.ladder.asr[0] = "encoder=cuda:0 decoder=cpu model=base context=10"
             .parse()
             .expect("parses");
@@ -2440,7 +2484,7 @@ mod tests {
 
     #[test]
     fn emergency_holds_asr_requests_only_while_asr_is_on_that_device() {
-        let cfg = PlacementConfig::default();
+        let cfg = config();
         // (asr placement, asr state, hold)
         let table = [
             (rung(0, Some(0)), WorkerState::Ready, true),
@@ -2488,7 +2532,7 @@ mod tests {
 
     #[test]
     fn measured_footprints_replace_estimates() {
-        let cfg = PlacementConfig::default();
+        let cfg = config();
         let p = rung(0, Some(0));
         let mut h = History::default();
         // 1.3 GB free: the 760 MB estimate fits, a measured 1.2 GB does not.
@@ -2524,7 +2568,7 @@ mod tests {
 
     #[test]
     fn fits_table() {
-        let cfg = PlacementConfig::default();
+        let cfg = config();
         // Thresholds out of the way, to test the margin alone.
         let loose = PlacementConfig {
             thresholds: Thresholds {
@@ -2726,6 +2770,7 @@ mod tests {
                 .map(Rung::label)
                 .collect::<Vec<_>>(),
             [
+                "cuda base 10s",
                 "enc cuda dec cpu base 10s",
                 "enc cuda dec cpu base 5s",
                 "enc cuda dec cpu base 3s",
@@ -2801,7 +2846,7 @@ mod tests {
             &History::default(),
             &cur,
             None,
-            &PlacementConfig::default(),
+            &config(),
             s(0),
         );
         let c = d.asr.expect("moved");
