@@ -301,6 +301,12 @@ fn prepared_row(dir: &Path) -> Check {
         if size(prepared.clone()) != f["bytes"].as_u64() {
             return warn(format!("{} is missing or truncated", prepared.display()));
         }
+        if sha256_file(&prepared).ok().as_deref() != f["sha256"].as_str() {
+            return warn(format!(
+                "{} does not match the sha256 in its manifest",
+                prepared.display()
+            ));
+        }
         sizes.push(format!(
             "{name} {} MB",
             f["bytes"].as_u64().unwrap_or(0) / 1_000_000
@@ -313,7 +319,7 @@ fn prepared_row(dir: &Path) -> Check {
         &label,
         Verdict::Pass,
         format!(
-            "{} for ONNX Runtime {}, checked on {} clips",
+            "{} for ONNX Runtime {}, sha256 verified, checked on {} clips",
             sizes.join(", "),
             m["ort_version"].as_str().unwrap_or("?"),
             m["checked_clips"].as_array().map_or(0, Vec::len)
