@@ -3,7 +3,7 @@
 # it exits non-zero when any row fails, and prints a table last.
 #   deploy/gpu-check.sh ORT_GPU_DIR UP_DIR OUT_DIR
 # ORT_GPU_DIR holds libonnxruntime.so.1.31.1 and its CUDA provider (gpu-stage.sh's unpack.sh);
-# UP_DIR holds the pieces deploy/gpu-pack.sh made (data.xz.0*, bins.tar.xz). Everything it
+# UP_DIR holds the pieces deploy/gpu-pack.sh made (data.xz.0*, bins.tar.xz, tiny.tar.xz). Everything it
 # writes goes under OUT_DIR.
 #
 # 0. Prepared models for this ONNX Runtime, made here as set-up makes them (deploy/prepare.sh:
@@ -31,6 +31,7 @@ python3 -c "$X" <"$UP/bins.tar.xz" | tar xf - -C "$W/bin"
 cat "$UP"/data.xz.0* >"$W/data.tar.xz"
 echo "$(cat "$UP/data.sha256")  $W/data.tar.xz" | sha256sum -c - || exit 1
 python3 -c "$X" <"$W/data.tar.xz" | tar xf - -C "$W/data/swictation"
+python3 -c "$X" <"$UP/tiny.tar.xz" | tar xf - -C "$W/data/swictation"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$ORT:$W/bin
 export SWICTATION_ORT_LIB=$ORT/libonnxruntime.so.1.31.1
 export XDG_DATA_HOME=$W/data XDG_RUNTIME_DIR=$W/run XDG_STATE_HOME=$W/state XDG_CONFIG_HOME=$W/config
@@ -173,6 +174,7 @@ RC=$?
 TINY=$(python3 -c 'import json,sys; print(" ".join(s["text"] for s in json.load(open(sys.argv[1]))["segments"]))' "$OUT/tiny.json" 2>/dev/null)
 TDEV=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["asr"]["device"])' "$OUT/tiny.json" 2>/dev/null)
 row "tiny-en, --asr-device cuda" "exit $RC, on $TDEV, WER $(wer "$(ref "${CLIPS[0]}")" "$TINY") %"
+check "tiny-en whole model on cuda:0" bash -c "[ $RC -eq 0 ] && [ '$TDEV' = cuda:0 ]"
 tail -3 "$OUT/tiny.log"
 
 # --- 5. context windows, whole model on the GPU ---------------------------------------------
@@ -238,7 +240,7 @@ for rung in "device=cuda model=base context=10" "encoder=cuda decoder=cpu model=
     lines() { grep -c . "$OUT/latency.out" 2>/dev/null || true; }
     wait_for 60 "latency transcripts" have ${#LAT[@]}
     sleep 1.2 # one status refresh
-    L=$(status | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency"]; f=lambda v: "-" if v is None else f"{v:.0f}"; print(f"{f(l[\"speech_end_to_text_ms_p50\"])} / {f(l[\"speech_end_to_text_ms_p95\"])} ms (after the segment closed: {f(l[\"asr_segment_ms_p50\"])} / {f(l[\"asr_segment_ms_p95\"])})")')
+    L=$(status | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency"]; f=lambda k: "-" if l.get(k) is None else "%.0f" % l[k]; print("%s / %s ms (after the segment closed: %s / %s)" % (f("speech_end_to_text_ms_p50"), f("speech_end_to_text_ms_p95"), f("asr_segment_ms_p50"), f("asr_segment_ms_p95")))')
     exec 7>&-
     wait $DAEMON
     row "latency on $P, p50 / p95" "$L"

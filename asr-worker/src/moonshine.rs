@@ -138,8 +138,12 @@ impl Moonshine {
     ) -> Result<Self, ModelError> {
         // The tokenizer is the cheapest to check, so a broken install fails fast.
         let tokenizer = Tokenizer::load(&files.tokenizer)?;
-        let encoder_path = files.encoder.clone();
-        let decoder_path = files.decoder.clone();
+        let on = |cpu: &std::path::PathBuf, cuda: &std::path::PathBuf, d: Device| match d {
+            Device::Cpu => cpu.clone(),
+            Device::Cuda(_) => cuda.clone(),
+        };
+        let encoder_path = on(&files.encoder, &files.encoder_cuda, encoder);
+        let decoder_path = on(&files.decoder, &files.decoder_cuda, decoder);
         let dir = files.tokenizer.parent().unwrap_or(Path::new("."));
         let encoder_session = rt.session(&encoder_path, encoder)?;
         let decoder_session = rt.session(&decoder_path, decoder)?;

@@ -37,6 +37,11 @@ pub const PREPARED_FILES: [&str; 2] = [
     crate::moonshine::ENCODER_FILE,
     crate::moonshine::DECODER_FILE,
 ];
+/// The prepared files' CUDA forms: the re-exported, named ONNX, which ONNX Runtime optimises
+/// for the CUDA execution provider at load. (The ORT-format forms, folded for the CPU, fault on
+/// CUDA at the decoder's first self-attention `MatMul`, as the shipped file does: cuBLAS
+/// failure 13, seen with ONNX Runtime 1.31.1 on an H200.)
+pub const CUDA_FILES: [&str; 2] = ["encoder_model.onnx", "decoder_model_merged.onnx"];
 /// Folder inside a model directory holding the prepared files and their manifest.
 pub const PREPARED_DIR: &str = "prepared";
 /// The manifest's file name inside [`PREPARED_DIR`].
@@ -68,6 +73,9 @@ pub struct PreparedFile {
 pub struct ModelFiles {
     pub encoder: PathBuf,
     pub decoder: PathBuf,
+    /// What the encoder and decoder load from on CUDA.
+    pub encoder_cuda: PathBuf,
+    pub decoder_cuda: PathBuf,
     pub tokenizer: PathBuf,
     /// Whether `encoder` and `decoder` are the prepared files.
     pub prepared: bool,
@@ -79,6 +87,8 @@ impl ModelFiles {
         Self {
             encoder: dir.join(crate::moonshine::ENCODER_FILE),
             decoder: dir.join(crate::moonshine::DECODER_FILE),
+            encoder_cuda: dir.join(crate::moonshine::ENCODER_FILE),
+            decoder_cuda: dir.join(crate::moonshine::DECODER_FILE),
             tokenizer: dir.join(crate::moonshine::TOKENIZER_FILE),
             prepared: false,
         }
@@ -96,6 +106,8 @@ impl ModelFiles {
                     Self {
                         encoder: p.join(crate::moonshine::ENCODER_FILE),
                         decoder: p.join(crate::moonshine::DECODER_FILE),
+                        encoder_cuda: p.join(CUDA_FILES[0]),
+                        decoder_cuda: p.join(CUDA_FILES[1]),
                         prepared: true,
                         ..shipped
                     },
@@ -121,17 +133,18 @@ pub fn prepared_state(dir: &Path, ort_version: &str) -> Result<(), String> {
             m.ort_version
         ));
     }
-    for name in PREPARED_FILES {
+    for (i, name) in PREPARED_FILES.iter().chain(&CUDA_FILES).enumerate() {
+        let source = PREPARED_FILES[i % 2];
         let f = m
             .files
             .iter()
-            .find(|f| f.name == name)
+            .find(|f| f.name == *name)
             .ok_or_else(|| format!("{} lists no {name}", manifest_path.display()))?;
         let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(u64::MAX);
-        if size(dir.join(name)) != f.source_bytes {
+        if size(dir.join(source)) != f.source_bytes {
             return Err(format!(
                 "{} has changed since it was prepared",
-                dir.join(name).display()
+                dir.join(source).display()
             ));
         }
         if size(dir.join(PREPARED_DIR).join(name)) != f.bytes {
@@ -238,42 +251,59 @@ pub fn prepare(rt: &Runtime, dir: &Path, clips: &[Clip], force: bool) -> Result<
             let dst = work.join(name);
             rt.write_optimized(&exported, &dst, GraphOptimizationLevel::Level1)
                 .map_err(|e| e.to_string())?;
-            std::fs::remove_file(&exported).ok();
+            let cuda_name = CUDA_FILES[files.len() / 2];
+            let cuda = work.join(cuda_name);
+            std::fs::rename(&exported, &cuda)
+                .map_err(|e| format!("cannot rename {}: {e}", exported.display()))?;
             let meta = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            let file = PreparedFile {
-                name: name.to_string(),
-                source_sha256: sha256_file(&src).map_err(|e| e.to_string())?,
-                source_bytes: meta(&src),
-                sha256: sha256_file(&dst).map_err(|e| e.to_string())?,
-                bytes: meta(&dst),
-            };
-            files.push(file);
+            let source_sha256 = sha256_file(&src).map_err(|e| e.to_string())?;
+            for (n, p) in [(name, &dst), (cuda_name, &cuda)] {
+                files.push(PreparedFile {
+                    name: n.to_string(),
+                    source_sha256: source_sha256.clone(),
+                    source_bytes: meta(&src),
+                    sha256: sha256_file(p).map_err(|e| e.to_string())?,
+                    bytes: meta(p),
+                });
+            }
         }
         // The check: every clip must come out as the same text through both.
         let shipped = ModelFiles::shipped(dir);
         let prepared = ModelFiles {
             encoder: work.join(crate::moonshine::ENCODER_FILE),
             decoder: work.join(crate::moonshine::DECODER_FILE),
+            encoder_cuda: work.join(CUDA_FILES[0]),
+            decoder_cuda: work.join(CUDA_FILES[1]),
             prepared: true,
             ..shipped.clone()
+        };
+        // The CUDA forms, checked here on the CPU (same graph; ONNX Runtime folds it at load).
+        let cuda_forms = ModelFiles {
+            encoder: prepared.encoder_cuda.clone(),
+            decoder: prepared.decoder_cuda.clone(),
+            ..prepared.clone()
         };
         let mut a = Moonshine::load_files(rt, &shipped, Device::Cpu, Device::Cpu)
             .map_err(|e| e.to_string())?;
         let mut b = Moonshine::load_files(rt, &prepared, Device::Cpu, Device::Cpu)
             .map_err(|e| e.to_string())?;
+        let mut c = Moonshine::load_files(rt, &cuda_forms, Device::Cpu, Device::Cpu)
+            .map_err(|e| e.to_string())?;
         let mut checked = Vec::new();
         for clip in clips {
             let ta = a.transcribe(&clip.samples).map_err(|e| e.to_string())?;
-            let tb = b.transcribe(&clip.samples).map_err(|e| e.to_string())?;
-            if ta.text != tb.text || ta.text.is_empty() {
-                return Err(format!(
-                    "the prepared model hears {} differently from the shipped one ({} vs {} tokens): not installed",
-                    clip.name, tb.tokens, ta.tokens
-                ));
+            for (form, m) in [("prepared", &mut b), ("prepared CUDA-form", &mut c)] {
+                let tb = m.transcribe(&clip.samples).map_err(|e| e.to_string())?;
+                if ta.text != tb.text || ta.text.is_empty() {
+                    return Err(format!(
+                        "the {form} model hears {} differently from the shipped one ({} vs {} tokens): not installed",
+                        clip.name, tb.tokens, ta.tokens
+                    ));
+                }
             }
             checked.push(clip.name.clone());
         }
-        drop((a, b));
+        drop((a, b, c));
         let manifest = Manifest {
             ort_version: rt.version().to_string(),
             files,
