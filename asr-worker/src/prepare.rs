@@ -515,13 +515,16 @@ const ATTR_FLOATS: u64 = 7;
 const ATTR_TYPE: u64 = 20;
 const ATTR_TYPE_FLOAT: u64 = 1;
 
+/// Two encoded `NodeProto`s: a convolution and the activation after it.
+type NodePair = (Vec<u8>, Vec<u8>);
+
 /// `FusedConv` (ONNX Runtime's CPU-only contrib op: a convolution and its activation in one
 /// node, written into tiny-en's encoder for the CPU) as a standard `Conv` writing
 /// `OUTPUT_conv` and the activation reading it. The CUDA execution provider registers its own
 /// `FusedConv` for `Relu` only and refuses the session otherwise; standard ops run anywhere.
 /// `None` for any other node, or a `FusedConv` this cannot split (a sum input `Z`, an
 /// activation without a standard one-input equivalent).
-fn unfuse(n: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+fn unfuse(n: &[u8]) -> Result<Option<NodePair>, String> {
     let fs = fields(n)?;
     let text = |f: &Field| String::from_utf8_lossy(&n[f.payload.clone()]).into_owned();
     let op = fs.iter().rfind(|f| f.number == NODE_OP_TYPE).map(text);
