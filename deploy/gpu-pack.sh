@@ -3,18 +3,22 @@
 # sized to ride along with the four .gpu-stage/K uploads of ../shared/tools/gpu-stage.sh (each
 # call carries at most 64 MiB). Run here, after `cargo build --release --workspace`.
 #   .gpu-up/K/data.xz.0K  pieces of a tar.xz of the models (Silero, Moonshine base-en) and speech
-#   .gpu-up/4/bins.tar.xz the stripped release binaries (swictation, both workers, gpu-ballast)
+#   .gpu-up/5/bins.tar.xz the stripped release binaries (swictation, both workers, gpu-ballast),
+#                         tiny.tar.xz (Moonshine tiny-en) and gpu-check.sh itself: a fifth call
+#   The shipped model files only: gpu-check.sh prepares them there, for that ONNX Runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${XDG_DATA_HOME:-$HOME/.local/share}/swictation"
-rm -rf .gpu-up && mkdir -p .gpu-up/{1,2,3,4} .gpu-up/tmp
+rm -rf .gpu-up && mkdir -p .gpu-up/{1,2,3,4,5} .gpu-up/tmp
 for b in swictation swictation-asr-worker swictation-vad-worker gpu-ballast; do
     cp "target/release/$b" .gpu-up/tmp/ && strip ".gpu-up/tmp/$b"
 done
 # cpal links ALSA, which the GPU machine lacks: bring this machine's libasound beside the binaries.
 cp -L "$(ldconfig -p | awk '/libasound.so.2 / {print $NF; exit}')" .gpu-up/tmp/
-tar cf - -C .gpu-up/tmp . | xz -T0 -6 >.gpu-up/4/bins.tar.xz
-tar cf - -C "$data" models/silero-vad models/moonshine-base-en speech | xz -T0 -6 >.gpu-up/tmp/data.tar.xz
+tar cf - -C .gpu-up/tmp . | xz -T0 -6 >.gpu-up/5/bins.tar.xz
+cp deploy/gpu-check.sh .gpu-up/5/
+tar cf - -C "$data" --exclude=prepared models/moonshine-tiny-en | xz -T0 -6 >.gpu-up/5/tiny.tar.xz
+tar cf - -C "$data" --exclude=prepared models/silero-vad models/moonshine-base-en speech | xz -T0 -6 >.gpu-up/tmp/data.tar.xz
 # Room left beside each stage folder (64 MiB less the stage and ~2 MiB for the working tree).
 sizes=()
 for k in 1 2 3; do

@@ -65,6 +65,8 @@ if [ $skip_setup -eq 0 ]; then
   deploy/setup.sh
 fi
 eval "$(deploy/setup.sh --print)"
+# The prepared Moonshine files (cached: a no-op when they are already there and valid).
+deploy/prepare.sh "$BIN/swictation-asr-worker"
 
 # ---- 4. the unit ------------------------------------------------------------------------------
 install -d -m 0755 "$UNIT_DIR" "$UNIT_DIR/swictation.service.d"

@@ -11,6 +11,8 @@ deploy/setup.sh
 eval "$(deploy/setup.sh --print)"
 export SWICTATION_DATA_DIR SWICTATION_ORT_LIB
 cargo build --release --workspace --bins
+# The prepared (fast) Moonshine files: made once from the shipped ones, cached and checked.
+deploy/prepare.sh
 clips=()
 for n in 0870 0880 0890 0920 0930; do
   clips+=("$SWICTATION_SPEECH/librivox/sense_and_sensibility_01_austen_64kb-$n.wav")

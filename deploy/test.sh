@@ -11,6 +11,8 @@ eval "$(deploy/setup.sh --print)"
 export SWICTATION_DATA_DIR SWICTATION_ORT_LIB
 # The end-to-end tests start the real binaries of the same profile.
 cargo build --release --workspace --bins
+# The prepared (fast) Moonshine files: made once from the shipped ones, cached and checked.
+deploy/prepare.sh
 cargo test --release --workspace --no-fail-fast
 deploy/verify-unit.sh deploy/swictation.service
 # Crash-recovery soak: random faults into random workers; fails on any loss, duplicate or leak.

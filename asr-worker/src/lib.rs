@@ -5,10 +5,11 @@
 
 pub mod model;
 pub mod moonshine;
+pub mod prepare;
 pub mod tokenizer;
 pub mod window;
 
 pub use model::{InferenceError, SpeechModel, Transcription};
-pub use moonshine::Moonshine;
+pub use moonshine::{Moonshine, Timing};
 pub use tokenizer::Tokenizer;
 pub use window::{WindowText, Windowed};

@@ -18,13 +18,14 @@ use swictation_worker_kit::{ModelError, Runtime};
 
 use crate::{
     model::{InferenceError, SpeechModel, Transcription},
+    prepare::ModelFiles,
     tokenizer::{self, Tokenizer},
 };
 
 /// File names inside a Moonshine model directory.
-const ENCODER_FILE: &str = "encoder_model.ort";
-const DECODER_FILE: &str = "decoder_model_merged.ort";
-const TOKENIZER_FILE: &str = "tokenizer.bin";
+pub(crate) const ENCODER_FILE: &str = "encoder_model.ort";
+pub(crate) const DECODER_FILE: &str = "decoder_model_merged.ort";
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.bin";
 
 const SAMPLE_RATE: usize = 16_000;
 /// Below 0.1 s there is no word to find, and the encoder's convolutions need some length anyway.
@@ -71,8 +72,8 @@ struct CacheSlot {
 /// A loaded Moonshine model (base or tiny), ready to transcribe.
 pub struct Moonshine {
     name: String,
-    encoder: Session,
-    decoder: Session,
+    encoder: swictation_worker_kit::ModelSession,
+    decoder: swictation_worker_kit::ModelSession,
     encoder_device: Device,
     decoder_device: Device,
     tokenizer: Tokenizer,
@@ -88,11 +89,30 @@ pub struct Moonshine {
     /// model only passes through then; fetching it would copy it out again on every token.
     later_steps: RunOptions<HasSelectedOutputs>,
     needs_mask: bool,
+    timing: Timing,
+}
+
+/// Where the time of the last transcription went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    /// The encoder's run, seconds.
+    pub encoder_s: f64,
+    /// All decoder steps together, seconds.
+    pub decoder_s: f64,
+    /// Decoder steps run (tokens produced, plus the end token).
+    pub steps: u32,
 }
 
 impl Moonshine {
+    /// Where the time of the last [`SpeechModel::transcribe`] went.
+    pub fn last_timing(&self) -> Timing {
+        self.timing
+    }
+
     /// Load the model in `dir` (which holds `encoder_model.ort`, `decoder_model_merged.ort` and
-    /// `tokenizer.bin`), with the encoder and decoder on the given devices.
+    /// `tokenizer.bin`, and after set-up their prepared forms in `prepared/`), with the encoder
+    /// and decoder on the given devices. The prepared files are used when they match the
+    /// shipped ones and this runtime; else the shipped files, and the reason is returned.
     ///
     /// The variant (base or tiny) is detected from the sessions' inputs and shapes; the name is
     /// the directory's name. Every error names the file involved.
@@ -101,14 +121,30 @@ impl Moonshine {
         dir: &Path,
         encoder: Device,
         decoder: Device,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<(Self, Option<String>), ModelError> {
         if !dir.is_dir() {
             return Err(ModelError::Missing(dir.to_path_buf()));
         }
+        let (files, notice) = ModelFiles::resolve(dir, rt.version());
+        Ok((Self::load_files(rt, &files, encoder, decoder)?, notice))
+    }
+
+    /// Load the model from exactly these files.
+    pub fn load_files(
+        rt: &Runtime,
+        files: &ModelFiles,
+        encoder: Device,
+        decoder: Device,
+    ) -> Result<Self, ModelError> {
         // The tokenizer is the cheapest to check, so a broken install fails fast.
-        let tokenizer = Tokenizer::load(&dir.join(TOKENIZER_FILE))?;
-        let encoder_path = dir.join(ENCODER_FILE);
-        let decoder_path = dir.join(DECODER_FILE);
+        let tokenizer = Tokenizer::load(&files.tokenizer)?;
+        let on = |cpu: &std::path::PathBuf, cuda: &std::path::PathBuf, d: Device| match d {
+            Device::Cpu => cpu.clone(),
+            Device::Cuda(_) => cuda.clone(),
+        };
+        let encoder_path = on(&files.encoder, &files.encoder_cuda, encoder);
+        let decoder_path = on(&files.decoder, &files.decoder_cuda, decoder);
+        let dir = files.tokenizer.parent().unwrap_or(Path::new("."));
         let encoder_session = rt.session(&encoder_path, encoder)?;
         let decoder_session = rt.session(&decoder_path, decoder)?;
 
@@ -170,6 +206,7 @@ impl Moonshine {
             decoder_outputs,
             later_steps,
             needs_mask,
+            timing: Timing::default(),
         })
     }
 
@@ -259,6 +296,7 @@ impl Moonshine {
                     .run_with_options(feeds.as_slice(), &self.later_steps)
             }
             .map_err(|e| InferenceError::new(format!("decoder step {step}: {e}")))?;
+            self.timing.steps += 1;
             let mut outputs = by_position(&self.decoder_outputs, outputs);
             drop(feeds);
 
@@ -332,7 +370,10 @@ impl SpeechModel for Moonshine {
         } else {
             None
         };
+        self.timing = Timing::default();
+        let t = std::time::Instant::now();
         let states = self.encode(samples, mask.as_ref())?;
+        self.timing.encoder_s = t.elapsed().as_secs_f64();
         let frames = match states.dtype() {
             ValueType::Tensor { shape, .. } => shape.get(1).copied().unwrap_or(0),
             _ => 0,
@@ -342,7 +383,9 @@ impl SpeechModel for Moonshine {
         }
         let max_tokens =
             (n as f64 / SAMPLE_RATE as f64 * TOKENS_PER_SECOND).ceil() as usize + EXTRA_TOKENS;
+        let t = std::time::Instant::now();
         let ids = self.decode(&states, mask.as_ref(), max_tokens)?;
+        self.timing.decoder_s = t.elapsed().as_secs_f64();
         Ok(Transcription {
             text: self.tokenizer.decode(&ids),
             tokens: u32::try_from(ids.len()).unwrap_or(u32::MAX),

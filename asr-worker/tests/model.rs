@@ -42,8 +42,14 @@ fn model_dir(name: &str) -> PathBuf {
 }
 
 fn load(name: &str) -> Moonshine {
-    Moonshine::load(runtime(), &model_dir(name), Device::Cpu, Device::Cpu)
-        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+    let (model, notice) = Moonshine::load(runtime(), &model_dir(name), Device::Cpu, Device::Cpu)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    // The installed models are the prepared ones (deploy/test.sh prepares them after building).
+    assert_eq!(
+        notice, None,
+        "{name} is not prepared: run deploy/prepare.sh"
+    );
+    model
 }
 
 fn speech(name: &str) -> PathBuf {

@@ -714,6 +714,7 @@ fn load(name: &str) -> Moonshine {
         Device::Cpu,
         Device::Cpu,
     )
+    .map(|(model, _)| model)
     .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 

@@ -45,7 +45,11 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
     let t0 = Instant::now();
     let clips = librivox();
     let env = TestEnv::new();
-    env.write_config("[gpu]\npromote_after_s = 3\n");
+    // The encoder-only rungs of the default ladder (without its first, whole-GPU rung): the
+    // memory figures below are worked out for them.
+    env.write_config(
+        "[gpu]\npromote_after_s = 3\nasr_ladder = [\"encoder=cuda decoder=cpu model=base context=10\", \"encoder=cuda decoder=cpu model=base context=5\", \"encoder=cuda decoder=cpu model=base context=3\", \"device=cpu model=base context=10\", \"device=cpu model=tiny context=10\"]\n",
+    );
     let script = env.dir.path().join("gpu.jsonl");
     set_gpu(&script, 1000);
     let mut daemon = DaemonProcess::spawn(

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use ort::session::Session;
 use ort::value::TensorRef;
 use swictation_proto::{Device, VAD_FRAME};
 use swictation_worker_kit::{ModelError, Runtime};
@@ -20,7 +19,7 @@ pub const MODEL_NAME: &str = "silero-vad-v6.2";
 
 /// A Silero VAD session with its streaming state.
 pub struct Silero {
-    session: Session,
+    session: swictation_worker_kit::ModelSession,
     device: Device,
     input: Vec<f32>,
     state: Vec<f32>,

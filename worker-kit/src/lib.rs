@@ -10,7 +10,9 @@ pub mod serve;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub use runtime::{classify_message, ModelError, Runtime, RuntimeError};
+pub use runtime::{
+    classify_message, GraphOptimizationLevel, ModelError, ModelSession, Runtime, RuntimeError,
+};
 pub use serve::{error, Handler, Outcome};
 use swictation_proto::{
     codec, exit_code, ComponentPlacement, Device, ErrorKind, Hello, Reply, Role, PROTOCOL_VERSION,

@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ort::session::{builder::GraphOptimizationLevel, Session};
+pub use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
 use swictation_proto::{Device, ErrorKind};
 
 /// Why the ONNX Runtime library could not be used.
@@ -36,6 +37,26 @@ pub enum ModelError {
     /// ONNX Runtime refused the file (corrupt, truncated, wrong format).
     #[error("cannot load model {path}: {reason}. The file may be corrupt: run deploy/setup.sh to re-verify it")]
     Load { path: PathBuf, reason: String },
+}
+
+/// A session, and the model bytes it may use in place (ORT-format files).
+pub struct ModelSession {
+    // Declared first, so it is dropped before the bytes it points into.
+    session: Session,
+    _bytes: Option<Box<[u8]>>,
+}
+
+impl std::ops::Deref for ModelSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for ModelSession {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
 }
 
 /// A loaded ONNX Runtime library and its one environment for this process.
@@ -81,7 +102,7 @@ impl Runtime {
     }
 
     /// Create a session for the model at `path` on `device`, or say exactly why not.
-    pub fn session(&self, path: &Path, device: Device) -> Result<Session, ModelError> {
+    pub fn session(&self, path: &Path, device: Device) -> Result<ModelSession, ModelError> {
         if !path.is_file() {
             return Err(ModelError::Missing(path.to_path_buf()));
         }
@@ -110,7 +131,31 @@ impl Runtime {
                     reason: e.to_string(),
                 })?;
         }
-        builder.commit_from_file(path).map_err(|e| {
+        let commit = if path.extension().is_some_and(|e| e == "ort") {
+            // An ORT-format file is read into memory that the session's initializers then use
+            // in place (no second copy, no per-tensor allocation): a prepared decoder holds
+            // 275 MB of folded weights, and copying them dominated its load time.
+            let bytes = std::fs::read(path)
+                .map_err(|e| load(format!("cannot read the file: {e}")))?
+                .into_boxed_slice();
+            builder = builder
+                .with_config_entry("session.use_ort_model_bytes_directly", "1")
+                .map_err(|e| load(e.to_string()))?
+                .with_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+                .map_err(|e| load(e.to_string()))?;
+            builder
+                .commit_from_memory(&bytes)
+                .map(|session| ModelSession {
+                    session,
+                    _bytes: Some(bytes),
+                })
+        } else {
+            builder.commit_from_file(path).map(|session| ModelSession {
+                session,
+                _bytes: None,
+            })
+        };
+        commit.map_err(|e| {
             let reason = e.to_string();
             if device != Device::Cpu && classify_message(&reason) != ErrorKind::Inference {
                 ModelError::Provider {
@@ -122,6 +167,50 @@ impl Runtime {
                 load(reason)
             }
         })
+    }
+}
+
+impl Runtime {
+    /// Load the model at `src` on the CPU with `level` graph optimisation and have ONNX Runtime
+    /// write the graph it ends up with to `dst` (ORT format when `dst` ends in `.ort`, else
+    /// ONNX). Used only to prepare models at set-up, never on the request path.
+    pub fn write_optimized(
+        &self,
+        src: &Path,
+        dst: &Path,
+        level: GraphOptimizationLevel,
+    ) -> Result<(), ModelError> {
+        if !src.is_file() {
+            return Err(ModelError::Missing(src.to_path_buf()));
+        }
+        let load = |reason: String| ModelError::Load {
+            path: src.to_path_buf(),
+            reason,
+        };
+        let format = if dst.extension().is_some_and(|e| e == "ort") {
+            "ORT"
+        } else {
+            "ONNX"
+        };
+        let _session = Session::builder(&self.env)
+            .map_err(|e| load(e.to_string()))?
+            .with_optimization_level(level)
+            .map_err(|e| load(e.to_string()))?
+            .with_intra_threads(self.threads)
+            .map_err(|e| load(e.to_string()))?
+            .with_config_entry("session.save_model_format", format)
+            .map_err(|e| load(e.to_string()))?
+            .with_optimized_model_path(dst)
+            .map_err(|e| load(e.to_string()))?
+            .commit_from_file(src)
+            .map_err(|e| load(e.to_string()))?;
+        if !dst.is_file() {
+            return Err(load(format!(
+                "ONNX Runtime did not write {}",
+                dst.display()
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,11 @@
 //!   clips, each clip as one segment, with the word error rate.
 //! - Context windows: base-en over the clips joined into one 25 s segment at 10, 5 and 3 s, with
 //!   the word error rate and the worker's peak resident memory.
+//! - The base-en decoder as shipped against its prepared form (`deploy/prepare.sh`), loaded side
+//!   by side in one worker process (`swictation-asr-worker --bench`) and run alternately on
+//!   each LibriVox clip: ms per decoder step, ms per utterance, word error rate.
+//! - Speech end -> transcript through the daemon (`swictation run --input -` in a child with a
+//!   private runtime dir, fed the clips at real-time pace): p50 / p95 from its status.
 //! - Model load times (reported by the worker) and spawn-to-ready times.
 //! - Audio capture through the real cpal/ALSA path (`--capture-s`, default 60 s): the longest
 //!   data callback against the callback period, and samples dropped. The input is ALSA's `file`
@@ -235,6 +240,14 @@ pub async fn run(
             ratio: format!("{:.2}", rtf / base),
         });
     }
+    // 3c. The decoder as shipped against its prepared form, side by side in one process.
+    rows.extend(prepared_rows(
+        cfg,
+        &clips,
+        &models.join("moonshine-base-en"),
+    )?);
+    // 3d. Speech end -> transcript through the daemon, as a user would see it.
+    rows.extend(daemon_latency_rows(cfg, &clips)?);
     for (name, load, ready) in &loads {
         rows.push(Row {
             what: format!("load {name}"),
@@ -270,13 +283,214 @@ pub async fn run(
     for r in rows {
         println!("{:<w$}  {:<v$}  {}", r.what, r.value, r.ratio);
     }
-    println!("\nratios: VAD rows vs in-process; ASR rows vs base-en RTF; context rows vs the 10 s context; load rows vs Silero spawn→ready");
+    println!("\nratios: VAD rows vs in-process; ASR rows vs base-en RTF; context rows vs the 10 s context; shipped/prepared rows: shipped ÷ prepared (speed-up); daemon rows vs p50; load rows vs Silero spawn→ready");
     if capture_s > 0.0 {
         println!(
             "capture rows: longest callback / callback period; samples dropped / samples captured"
         );
     }
     Ok(())
+}
+
+/// Rows comparing the shipped base-en files with their prepared form on the LibriVox clips,
+/// measured in one worker process that alternates between the two on every clip.
+fn prepared_rows(cfg: &LaunchConfig, clips: &[(PathBuf, String)], dir: &Path) -> Result<Vec<Row>> {
+    let mut cmd = Command::new(worker_program(cfg.workers_dir.as_deref(), Role::Asr));
+    cmd.arg("--bench")
+        .arg("--model")
+        .arg(dir)
+        .arg("--threads")
+        .arg(crate::config::asr_threads(cfg.asr_threads).to_string());
+    for (wav, _) in clips {
+        cmd.arg("--clip").arg(wav);
+    }
+    if let Some(l) = &cfg.ort_lib {
+        cmd.arg("--ort-lib").arg(l);
+    }
+    let out = cmd
+        .output()
+        .context("running swictation-asr-worker --bench")?;
+    if !out.status.success() {
+        bail!(
+            "the shipped-vs-prepared ASR bench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing the ASR bench output")?;
+    // (ms per step, ms per utterance, errors, words, load ms)
+    let measure = |name: &str| -> Result<(f64, f64, usize, usize, f64)> {
+        let runs = v[name]["runs"]
+            .as_array()
+            .with_context(|| format!("no {name} runs in the ASR bench output"))?;
+        let (mut steps, mut decoder_ms, mut total_ms) = (0.0, 0.0, 0.0);
+        let (mut errors, mut words) = (0, 0);
+        for r in runs {
+            steps += r["steps"].as_f64().unwrap_or(0.0);
+            decoder_ms += r["decoder_ms"].as_f64().unwrap_or(0.0);
+            total_ms += r["total_ms"].as_f64().unwrap_or(0.0);
+            let clip = r["clip"].as_u64().unwrap_or(0) as usize;
+            let reference = clips.get(clip).map_or("", |c| c.1.as_str());
+            let (e, n) = wer::word_errors(reference, r["text"].as_str().unwrap_or(""));
+            errors += e;
+            words += n;
+        }
+        Ok((
+            decoder_ms / steps.max(1.0),
+            total_ms / runs.len().max(1) as f64,
+            errors,
+            words,
+            v[name]["load_ms"].as_f64().unwrap_or(f64::NAN),
+        ))
+    };
+    let shipped = measure("shipped")?;
+    let prepared = measure("prepared")?;
+    let pct = |e: usize, n: usize| 100.0 * e as f64 / n.max(1) as f64;
+    let mut rows = Vec::new();
+    for (label, m, ratio) in [
+        ("shipped", shipped, 1.0),
+        ("prepared", prepared, shipped.0 / prepared.0),
+    ] {
+        rows.push(Row {
+            what: format!("ASR base-en decoder {label}, per step"),
+            value: format!(
+                "{:.1} ms, {:.0} ms per utterance, WER {:.1} % ({}/{}), load {:.0} ms",
+                m.0,
+                m.1,
+                pct(m.2, m.3),
+                m.2,
+                m.3,
+                m.4
+            ),
+            ratio: format!("{ratio:.2}"),
+        });
+    }
+    rows.push(Row {
+        what: "ASR base-en per utterance, shipped ÷ prepared".into(),
+        value: format!("{:.0} ms → {:.0} ms", shipped.1, prepared.1),
+        ratio: format!("{:.2}", shipped.1 / prepared.1),
+    });
+    Ok(rows)
+}
+
+/// Speech end -> transcript through the daemon: `swictation run --input -` in a child with a
+/// private runtime dir (its own control socket), fed the clips at real-time pace, each followed
+/// by 1.5 s of silence (the segment closes after `vad.min_silence_ms` of it, which is part of
+/// what a user waits for); the latencies are the daemon's own, from its status.
+fn daemon_latency_rows(cfg: &LaunchConfig, clips: &[(PathBuf, String)]) -> Result<Vec<Row>> {
+    let runtime = PrivateDir::new().context("creating a private runtime dir")?;
+    let exe = std::env::current_exe().context("finding the swictation binary")?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["run", "--input", "-"])
+        .env("XDG_RUNTIME_DIR", runtime.0.as_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(l) = &cfg.ort_lib {
+        cmd.arg("--ort-lib").arg(l);
+    }
+    let mut child = cmd.spawn().context("starting swictation run --input -")?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !line.trim().is_empty() && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut pcm = Vec::new();
+    for (wav, _) in clips {
+        pcm.extend(audio::load(wav)?.samples);
+        pcm.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize * 3 / 2));
+    }
+    let bytes: Vec<u8> = pcm
+        .iter()
+        .flat_map(|&s| ((s.clamp(-1.0, 1.0) * 32_767.0).round() as i16).to_le_bytes())
+        .collect();
+    // Real-time pace in 20 ms writes, from the moment the daemon is ready to listen.
+    let status = |rt: &Path| -> Option<serde_json::Value> {
+        let out = Command::new(&exe)
+            .args(["status", "--json"])
+            .env("XDG_RUNTIME_DIR", rt)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let ready = |s: &serde_json::Value| {
+        s["workers"]
+            .as_array()
+            .is_some_and(|w| w.len() >= 2 && w.iter().all(|w| w["state"].as_str() == Some("ready")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !status(runtime.0.as_path()).is_some_and(|s| ready(&s)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the daemon's workers were not ready within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let chunk = 640;
+    let t0 = Instant::now();
+    for (i, c) in bytes.chunks(chunk).enumerate() {
+        stdin.write_all(c).context("feeding the daemon")?;
+        let due = t0 + Duration::from_secs_f64(((i + 1) * chunk) as f64 / 32_000.0);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < clips.len() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(_) => got += 1,
+            Err(_) => break,
+        }
+    }
+    // One status refresh after the last transcript.
+    std::thread::sleep(Duration::from_millis(1200));
+    let s = status(runtime.0.as_path());
+    drop(stdin);
+    let _ = child.wait();
+    if got < clips.len() {
+        bail!(
+            "the daemon gave {got} of {} transcripts within 60 s",
+            clips.len()
+        );
+    }
+    let s = s.context("no status from the daemon")?;
+    let l = &s["latency"];
+    let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+    let placement = s["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["role"] == "asr"))
+        .and_then(|w| w["placement"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    let p50 = f("speech_end_to_text_ms_p50");
+    Ok(vec![
+        Row {
+            what: format!(
+                "daemon speech end → transcript, {} clips, asr {placement}",
+                clips.len()
+            ),
+            value: format!(
+                "p50 {p50:.0} ms, p95 {:.0} ms",
+                f("speech_end_to_text_ms_p95")
+            ),
+            ratio: "1.00".into(),
+        },
+        Row {
+            what: "daemon segment closed → transcript".into(),
+            value: format!(
+                "p50 {:.0} ms, p95 {:.0} ms",
+                f("asr_segment_ms_p50"),
+                f("asr_segment_ms_p95")
+            ),
+            ratio: format!("{:.2}", f("asr_segment_ms_p50") / p50),
+        },
+    ])
 }
 
 /// Samples (16 kHz) per FIFO write while probing for the file plugin's period: one sample,

@@ -139,6 +139,9 @@ pub fn run(config: Result<(Config, PathBuf), crate::config::ConfigError>) -> Vec
     rows.push(workers_present(&[&vad_worker, &asr_worker]));
     let models = cfg.runtime.models_dir();
     rows.extend(models_rows(&models, &cfg.asr.model));
+    rows.push(prepared_row(
+        &models.join(format!("moonshine-{}-en", cfg.asr.model)),
+    ));
     let canary = swictation_proto::paths::speech_dir().join("goforward.raw");
     let ort = worker_bench(&vad_worker, &cfg, &canary, "cpu");
     rows.push(match ort {
@@ -260,6 +263,71 @@ fn models_rows(dir: &Path, asr_model: &str) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// Whether the ASR model's prepared files (made by `deploy/prepare.sh`) are in place and match
+/// the shipped files; without them the worker still runs, on the slower shipped files.
+fn prepared_row(dir: &Path) -> Check {
+    let label = format!(
+        "prepared {}",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let warn = |why: String| {
+        Check::new(
+            &label,
+            Verdict::Warn,
+            format!(
+                "{why}: the ASR worker uses the shipped files, whose decoder is about 4x slower"
+            ),
+            "run deploy/prepare.sh after building (deploy/run.sh, test.sh and install.sh do)",
+        )
+    };
+    let manifest = dir.join("prepared/manifest.json");
+    let Ok(text) = std::fs::read_to_string(&manifest) else {
+        return warn(format!("{} has no prepared models", dir.display()));
+    };
+    let Ok(m) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return warn(format!("{} is unreadable", manifest.display()));
+    };
+    let mut sizes = Vec::new();
+    for f in m["files"].as_array().into_iter().flatten() {
+        let name = f["name"].as_str().unwrap_or_default();
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).ok();
+        if size(dir.join(name)) != f["source_bytes"].as_u64() {
+            return warn(format!(
+                "{} changed since it was prepared",
+                dir.join(name).display()
+            ));
+        }
+        let prepared = dir.join("prepared").join(name);
+        if size(prepared.clone()) != f["bytes"].as_u64() {
+            return warn(format!("{} is missing or truncated", prepared.display()));
+        }
+        if sha256_file(&prepared).ok().as_deref() != f["sha256"].as_str() {
+            return warn(format!(
+                "{} does not match the sha256 in its manifest",
+                prepared.display()
+            ));
+        }
+        sizes.push(format!(
+            "{name} {} MB",
+            f["bytes"].as_u64().unwrap_or(0) / 1_000_000
+        ));
+    }
+    if sizes.len() < 2 {
+        return warn(format!("{} lists too few files", manifest.display()));
+    }
+    Check::new(
+        &label,
+        Verdict::Pass,
+        format!(
+            "{} for ONNX Runtime {}, sha256 verified, checked on {} clips",
+            sizes.join(", "),
+            m["ort_version"].as_str().unwrap_or("?"),
+            m["checked_clips"].as_array().map_or(0, Vec::len)
+        ),
+        "",
+    )
 }
 
 /// Runs `swictation-vad-worker --bench CANARY --bench-frames 10 --device DEVICE`, which loads

@@ -246,10 +246,23 @@ pub struct AsrConfig {
     /// Where the decoder runs: `cpu`, `cuda` or `cuda:N`. Default `cpu`.
     #[serde(with = "device_str")]
     pub decoder_device: Device,
-    /// CPU threads for the model. Default 2.
+    /// CPU threads for the model; 0 (the default) means half the cores, 1 to 4 (see
+    /// [`asr_threads`]).
     pub threads: usize,
     /// Longest audio window recognised at once, seconds (longer segments are split). Default 10.
     pub context_s: f32,
+}
+
+/// The ASR worker's intra-op threads for a configured count: `0` is half the cores, at least 1
+/// and at most 4. Moonshine's decoder runs one small step per token, so threads beyond a few buy
+/// little, and on a small machine the VAD worker, capture and the desktop need the other half
+/// (on a busy 2-core machine one thread decoded faster than two).
+pub fn asr_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).clamp(1, 4)
 }
 
 impl Default for AsrConfig {
@@ -258,7 +271,7 @@ impl Default for AsrConfig {
             model: "base".to_owned(),
             encoder_device: Device::Cpu,
             decoder_device: Device::Cpu,
-            threads: 2,
+            threads: 0,
             context_s: 10.0,
         }
     }
@@ -569,7 +582,7 @@ pub const SCHEMA: &[SectionDoc] = &[
             key("model", "\"base\", \"tiny\", or a directory with encoder_model.ort, decoder_model_merged.ort and tokenizer.bin."),
             key("encoder_device", "With gpu.placement = \"fixed\": where the encoder runs, \"cpu\", \"cuda\" or \"cuda:N\"."),
             key("decoder_device", "With gpu.placement = \"fixed\": where the decoder runs, \"cpu\", \"cuda\" or \"cuda:N\"."),
-            key("threads", "CPU threads for the model."),
+            key("threads", "CPU threads for the model (ONNX Runtime intra-op threads). 0: half the cores, at least 1, at most 4, leaving the rest to the VAD worker, capture and the desktop."),
             key("context_s", "Longest audio window recognised at once, seconds; longer segments are split into overlapping windows (0: never split)."),
         ],
     },
@@ -596,7 +609,7 @@ pub const SCHEMA: &[SectionDoc] = &[
         doc: "Where the workers run, and the GPU memory thresholds (percent of the card's memory) that move them.",
         keys: &[
             key("placement", "\"auto\": walk the ladders below by NVML readings and failures (no GPU: everything on the CPU). \"fixed\": run where [vad] device and [asr] encoder_device/decoder_device say, stepping to the CPU only if that fails."),
-            key("asr_ladder", "ASR rungs, best first, each \"encoder=cuda decoder=cpu model=base context=10\" (device=X sets both; devices cpu, cuda, cuda:N).\nEmpty: derived from [asr] model and context_s: GPU encoder at context_s, 5 and 3 s, then the CPU, then the CPU with tiny."),
+            key("asr_ladder", "ASR rungs, best first, each \"encoder=cuda decoder=cpu model=base context=10\" (device=X sets both; devices cpu, cuda, cuda:N).\nEmpty: derived from [asr] model and context_s: the whole model on the GPU at context_s, then the GPU encoder (decoder on the CPU) at context_s, 5 and 3 s, then the CPU, then the CPU with tiny."),
             key("vad_ladder", "VAD devices, best first. The VAD is the first thing moved off a GPU under pressure."),
             key("margin_mb", "Free memory kept beyond a worker's need when placing it on a GPU, MB."),
             key("hysteresis_mb", "Extra free memory, beyond need and margin, needed to step back up, MB."),
@@ -921,7 +934,7 @@ impl Config {
                 "must be \"base\", \"tiny\" or a model directory",
             ));
         }
-        check("asr.threads", a.threads, 1, 256)?;
+        check("asr.threads", a.threads, 0, 256)?;
         check("asr.context_s", a.context_s, 0.0, 600.0)?;
 
         if self.output.mode == OutputMode::File && self.output.file.is_none() {
@@ -1323,7 +1336,7 @@ mod tests {
                 "asr.decoder_device",
                 "invalid type",
             ),
-            ("[asr]\nthreads = 0\n", "asr.threads", "between 1 and 256"),
+            ("[asr]\nthreads = 257\n", "asr.threads", "between 0 and 256"),
             ("[asr]\nmodel = \"\"\n", "asr.model", "must be"),
             (
                 "[asr]\ncontext_s = -1\n",

@@ -28,7 +28,7 @@ pub struct LaunchConfig {
     pub asr_encoder: Device,
     /// Where the ASR decoder runs.
     pub asr_decoder: Device,
-    /// Intra-op threads for the ASR worker.
+    /// Intra-op threads for the ASR worker (0: [`crate::config::asr_threads`] decides).
     pub asr_threads: usize,
     /// Let workers honour fault injection (tests only).
     pub allow_faults: bool,
@@ -56,7 +56,7 @@ impl Default for LaunchConfig {
             vad_device: Device::Cpu,
             asr_encoder: Device::Cpu,
             asr_decoder: Device::Cpu,
-            asr_threads: 2,
+            asr_threads: 0,
             allow_faults: false,
             load_timeout: Duration::from_secs(60),
             memory_limit_mb: None,
@@ -157,7 +157,9 @@ impl LaunchConfig {
             "--decoder-device".into(),
             self.real(decoder).to_string().into(),
             "--threads".into(),
-            self.asr_threads.to_string().into(),
+            crate::config::asr_threads(self.asr_threads)
+                .to_string()
+                .into(),
             "--context-s".into(),
             context_s.to_string().into(),
         ];

@@ -202,6 +202,17 @@ impl Worker {
                 let mut lines = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     crate::log_debug!("[{role} worker] {line}");
+                    // A worker's `notice:` lines (e.g. unprepared model files) are for the
+                    // user: logged once per daemon, however often the worker restarts.
+                    if let Some(notice) = line.strip_prefix("notice: ") {
+                        static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+                        if let Ok(mut seen) = SEEN.lock() {
+                            if !seen.iter().any(|s| s == notice) {
+                                seen.push(notice.to_owned());
+                                crate::log_warn!("{role} worker: {notice}");
+                            }
+                        }
+                    }
                     if let Ok(mut r) = ring.lock() {
                         r.push(line);
                     }

@@ -9,6 +9,23 @@ use crate::gpu::{Availability, DeviceReading};
 
 const NO_DRIVER: &str = "no NVIDIA driver (libnvidia-ml.so.1 not found)";
 
+/// The ladder the stepping tests are written against: the default without its first rung
+/// (the whole model on the GPU), so every GPU rung keeps the decoder on the CPU. How the
+/// ladder is walked does not depend on which rung is first; the default is tested apart.
+fn encoder_ladder() -> Ladder {
+    let mut ladder = Ladder::default();
+    assert_eq!(ladder.asr[0].label(), "cuda base 10s");
+    ladder.asr.remove(0);
+    ladder
+}
+
+fn config() -> PlacementConfig {
+    PlacementConfig {
+        ladder: encoder_ladder(),
+        ..PlacementConfig::default()
+    }
+}
+
 fn s(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -50,7 +67,7 @@ fn with_xid(mut a: Availability, dev: u32, xid: u64) -> Availability {
 }
 
 fn rung(i: usize, gpu: Option<u32>) -> Placement {
-    Ladder::default().asr[i].resolve(gpu)
+    encoder_ladder().asr[i].resolve(gpu)
 }
 
 fn fail(role: Role, class: FailureClass, after_ready: bool) -> FailureEvent {
@@ -78,7 +95,7 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
-        Self::with(PlacementConfig::default())
+        Self::with(config())
     }
 
     fn with(cfg: PlacementConfig) -> Self {
@@ -154,6 +171,29 @@ impl Sim {
             .map(|p| p.to_string())
             .unwrap_or_default()
     }
+}
+
+#[test]
+fn by_default_the_whole_model_starts_on_the_gpu_and_a_faulting_decoder_leaves_the_encoder_there() {
+    let mut sim = Sim::with(PlacementConfig::default());
+    let d = sim.tick(&a1000(300), None);
+    let a = d.asr.expect("start");
+    assert_eq!(a.to.to_string(), "cuda:0 base 10s");
+    assert!(
+        a.reason.to_string().contains("1.4 GB estimated need"),
+        "{}",
+        a.reason
+    );
+    sim.cur.asr = Slot::ready(a.to, None);
+    let fault = || Some(fail(Role::Asr, FailureClass::CudaFault, true));
+    let c = sim.tick(&a1000(1000), fault()).asr.expect("retry");
+    assert_eq!(c.to.to_string(), "cuda:0 base 10s");
+    let c = sim.tick(&a1000(1000), fault()).asr.expect("step down");
+    assert_eq!(c.to.to_string(), "enc cuda:0 dec cpu base 10s");
+    // Too little room for the whole model, enough for the encoder: the next rung.
+    let mut sim = Sim::with(PlacementConfig::default());
+    let a = sim.tick(&cards(&[(2048, 700)]), None).asr.expect("start");
+    assert_eq!(a.to.to_string(), "enc cuda:0 dec cpu base 10s");
 }
 
 #[test]
@@ -301,7 +341,7 @@ fn a_cuda_fault_retries_the_same_rung_once_then_abandons_it() {
     assert_eq!(
         d.history
             .banned()
-            .get(&Ladder::default().asr[0].key())
+            .get(&encoder_ladder().asr[0].key())
             .map(String::as_str),
         Some("CUDA fault 2 times")
     );
@@ -372,7 +412,7 @@ fn other_failures_restart_in_place_until_the_restart_policy_escalates() {
 #[test]
 fn a_rung_that_cannot_load_on_cuda_is_abandoned_for_good() {
     // The tiny-en encoder fails to initialise on CUDA (gpu-machine.md).
-    let mut cfg = PlacementConfig::default();
+    let mut cfg = config();
     cfg.ladder.asr = Ladder::parse_asr(&["device=cuda model=tiny", "model=tiny"]).expect("parses");
     let mut sim = Sim::with(cfg);
     sim.tick(&a1000(300), None);
@@ -539,8 +579,8 @@ fn flapping_readings_never_make_the_placement_oscillate() {
     let mut sim = Sim::on_gpu(0);
     sim.run(300, |t| a1000(if t % 2 == 0 { 600 } else { 4000 }));
     let asr: Vec<_> = sim.changes.iter().filter(|c| c.1 == Role::Asr).collect();
-    assert!(asr.len() <= Ladder::default().asr.len(), "{asr:?}");
-    let ladder = Ladder::default();
+    assert!(asr.len() <= encoder_ladder().asr.len(), "{asr:?}");
+    let ladder = encoder_ladder();
     let rungs: Vec<usize> = sim
         .changes
         .iter()
@@ -558,12 +598,7 @@ fn flapping_readings_never_make_the_placement_oscillate() {
 fn several_gpus_most_free_wins_and_pins_are_kept() {
     let readings = cards(&[(8192, 6000), (8192, 1000)]);
     assert_eq!(
-        fits(
-            &rung(0, Some(0)),
-            &readings,
-            &History::default(),
-            &PlacementConfig::default()
-        ),
+        fits(&rung(0, Some(0)), &readings, &History::default(), &config()),
         Ok(())
     );
     let mut sim = Sim::new();
@@ -572,7 +607,7 @@ fn several_gpus_most_free_wins_and_pins_are_kept() {
         (sim.asr().as_str(), sim.vad().as_str()),
         ("enc cuda:1 dec cpu base 10s", "cuda:1")
     );
-    let mut cfg = PlacementConfig::default();
+    let mut cfg = config();
     cfg.ladder.asr[0] = "encoder=cuda:0 decoder=cpu model=base context=10"
         .parse()
         .expect("parses");
@@ -640,7 +675,7 @@ fn an_xid_marks_the_device_suspect_and_workers_move_off_it() {
 
 #[test]
 fn emergency_holds_asr_requests_only_while_asr_is_on_that_device() {
-    let cfg = PlacementConfig::default();
+    let cfg = config();
     // (asr placement, asr state, hold)
     let table = [
         (rung(0, Some(0)), Phase::Ready, true),
@@ -684,7 +719,7 @@ fn emergency_holds_asr_requests_only_while_asr_is_on_that_device() {
 
 #[test]
 fn measured_footprints_replace_estimates() {
-    let cfg = PlacementConfig::default();
+    let cfg = config();
     let p = rung(0, Some(0));
     let mut h = History::default();
     // 1.3 GB free: the 760 MB estimate fits, a measured 1.2 GB does not.
@@ -720,7 +755,7 @@ fn measured_footprints_replace_estimates() {
 
 #[test]
 fn fits_table() {
-    let cfg = PlacementConfig::default();
+    let cfg = config();
     // Thresholds out of the way, to test the margin alone.
     let loose = PlacementConfig {
         thresholds: Thresholds {
@@ -899,6 +934,7 @@ fn rungs_parse_and_print_round_trip() {
             .map(Rung::label)
             .collect::<Vec<_>>(),
         [
+            "cuda base 10s",
             "enc cuda dec cpu base 10s",
             "enc cuda dec cpu base 5s",
             "enc cuda dec cpu base 3s",
@@ -975,7 +1011,7 @@ fn a_placement_off_the_ladder_is_brought_back_onto_it() {
         &History::default(),
         &cur,
         None,
-        &PlacementConfig::default(),
+        &config(),
         s(0),
     );
     let c = d.asr.expect("moved");

@@ -337,19 +337,26 @@ pub struct Ladder {
 }
 
 impl Default for Ladder {
-    /// ASR: cuda base 10 s → 5 s → 3 s → cpu base 10 s → cpu tiny 10 s, every GPU rung with the
-    /// decoder on the CPU (the base-en merged decoder faults on CUDA, gpu-machine.md). VAD: cuda →
-    /// cpu.
+    /// ASR: the whole model on the GPU (base, 10 s; the prepared decoder runs on CUDA) → the
+    /// encoder on the GPU and the decoder on the CPU at 10 s → 5 s → 3 s → cpu base 10 s → cpu
+    /// tiny 10 s. VAD: cuda → cpu.
     fn default() -> Self {
         Self::derived(ModelSize::Base, 10.0)
     }
 }
 
 impl Ladder {
-    /// The ladder for `model` with a `context_s` window: the GPU encoder (decoder on the CPU) at
-    /// `context_s`, then 5 and 3 s where smaller, then everything on the CPU at `context_s`,
-    /// then tiny on the CPU (when `model` is base). VAD: cuda → cpu.
+    /// The ladder for `model` with a `context_s` window: the whole model on the GPU at
+    /// `context_s`, then the GPU encoder (decoder on the CPU) at `context_s`, then at 5 and 3 s
+    /// where smaller, then everything on the CPU at `context_s`, then tiny on the CPU (when
+    /// `model` is base). VAD: cuda → cpu.
     pub fn derived(model: ModelSize, context_s: f32) -> Self {
+        let whole = Rung {
+            encoder: Target::Gpu(None),
+            decoder: Target::Gpu(None),
+            model,
+            context_s,
+        };
         let gpu = |context_s| Rung {
             encoder: Target::Gpu(None),
             decoder: Target::Cpu,
@@ -362,7 +369,7 @@ impl Ladder {
             model,
             context_s,
         };
-        let mut asr = vec![gpu(context_s)];
+        let mut asr = vec![whole, gpu(context_s)];
         for smaller in [5.0, 3.0] {
             if context_s == 0.0 || smaller < context_s {
                 asr.push(gpu(smaller));
