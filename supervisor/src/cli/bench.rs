@@ -225,7 +225,7 @@ pub async fn run(
         let t = Instant::now();
         let (text, _) = asr.transcribe(1, joined.clone()).await?;
         let took = t.elapsed().as_secs_f64();
-        let peak = asr.pid().and_then(crate::report::status::peak_rss_mb);
+        let peak = asr.pid().and_then(crate::io::procfs::peak_rss_mb);
         asr.shutdown().await;
         let (errors, words) = wer::word_errors(&reference, &text);
         let rtf = took / audio_s;

@@ -256,19 +256,9 @@ fn open_fds() -> usize {
 
 fn zombie_children() -> usize {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter(|stat| {
-            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let mut f = rest.split_whitespace();
-            let state = f.next();
-            let ppid = f.next().and_then(|p| p.parse::<u32>().ok());
-            state == Some("Z") && ppid == Some(me)
-        })
+    crate::io::procfs::pids()
+        .filter_map(crate::io::procfs::stat)
+        .filter(|s| s.state == 'Z' && s.ppid == me)
         .count()
 }
 
@@ -291,7 +281,7 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     let mut pipeline = Pipeline::new(cfg, board.clone());
     pipeline.start().await;
     let fds_start = open_fds();
-    let rss_start = crate::report::status::rss_mb(std::process::id()).unwrap_or(0);
+    let rss_start = crate::io::procfs::rss_mb(std::process::id()).unwrap_or(0);
 
     let (control, receivers) = stage_channels();
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(600);
@@ -402,7 +392,7 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         asr: report.asr,
         rss_mb: (
             rss_start,
-            crate::report::status::rss_mb(std::process::id()).unwrap_or(0),
+            crate::io::procfs::rss_mb(std::process::id()).unwrap_or(0),
         ),
         fds: (fds_start, open_fds()),
         zombies: zombie_children(),

@@ -36,8 +36,9 @@ use crate::io::deliver::{Deliverer, Outgoing};
 use crate::io::launch::LaunchConfig;
 use crate::io::notify::Notifier;
 use crate::io::output::{Output, Session};
+use crate::io::procfs;
 use crate::report::board::Board;
-use crate::report::status::{self, DaemonState, Event, LatencyTrackers};
+use crate::report::status::{DaemonState, Event, LatencyTrackers};
 use crate::supervision::engine::SegmentText;
 use crate::supervision::placer::Placer;
 use crate::supervision::stages::{
@@ -318,26 +319,6 @@ async fn play_stdin(tx: mpsc::Sender<Vec<f32>>, mut gate: watch::Receiver<Gate>,
     }
 }
 
-/// Seconds since process `pid` started (from `/proc`), if it exists.
-fn process_uptime(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces): state is field 3, starttime 22.
-    let after = stat.rsplit_once(')')?.1;
-    let start_ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&h| h > 0)
-        .unwrap_or(100);
-    Some((uptime - start_ticks / hz as f64).max(0.0))
-}
-
 /// Live capture state, for status.
 struct CaptureState {
     handle: Option<CaptureHandle>,
@@ -454,8 +435,8 @@ impl Daemon {
             s.latency.speech_end_to_text_ms_p50 = latency.speech_end_to_text_ms_p50;
             s.latency.speech_end_to_text_ms_p95 = latency.speech_end_to_text_ms_p95;
             for w in &mut s.workers {
-                w.rss_mb = w.pid.and_then(status::rss_mb);
-                w.uptime_s = w.pid.and_then(process_uptime);
+                w.rss_mb = w.pid.and_then(procfs::rss_mb);
+                w.uptime_s = w.pid.and_then(procfs::uptime_s);
                 if w.role == Role::Asr.as_str() && w.context_s.is_none() {
                     w.context_s = Some(context_s);
                 }
@@ -1036,9 +1017,9 @@ mod tests {
 
     #[test]
     fn own_process_has_an_uptime() {
-        let up = process_uptime(std::process::id());
+        let up = procfs::uptime_s(std::process::id());
         assert!(up.is_some_and(|u| (0.0..3600.0).contains(&u)), "{up:?}");
-        assert_eq!(process_uptime(u32::MAX), None);
+        assert_eq!(procfs::uptime_s(u32::MAX), None);
     }
 
     #[test]

@@ -10,4 +10,5 @@ pub mod gpu;
 pub mod launch;
 pub mod notify;
 pub mod output;
+pub mod procfs;
 pub mod worker;

@@ -1,8 +1,9 @@
 //! The daemon's status document (what `swictation status --json` prints and the control
 //! socket's `status` command returns), its human rendering, and the event stream's messages.
 //!
-//! These are plain data: the daemon's main loop fills a [`Status`] and publishes it through a
-//! `tokio::sync::watch`, so answering `status` never waits on the loop or on a worker.
+//! These are plain data: every task that knows a part (the supervised workers, the placer, the
+//! stages, the daemon) writes it through the [`Board`](super::board::Board), a
+//! `tokio::sync::watch`, so answering `status` never waits on a task or on a worker.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -83,7 +84,7 @@ pub struct WorkerStatus {
     pub context_s: Option<f32>,
     /// GPU memory it holds, MiB, where known.
     pub vram_mb: Option<u64>,
-    /// Resident memory, MiB (from [`rss_mb`]).
+    /// Resident memory, MiB (`VmRSS`).
     pub rss_mb: Option<u64>,
     /// Seconds since this process started.
     pub uptime_s: Option<f64>,
@@ -264,30 +265,6 @@ pub enum Event {
         /// Its model.
         model: String,
     },
-}
-
-/// Resident memory of process `pid`, MiB (`VmRSS` from `/proc/PID/status`), or `None` if the
-/// process is gone or the file unreadable.
-pub fn rss_mb(pid: u32) -> Option<u64> {
-    proc_status_mb(pid, "VmRSS")
-}
-
-/// Peak resident memory of process `pid`, MiB (`VmHWM`), or `None` as for [`rss_mb`].
-pub fn peak_rss_mb(pid: u32) -> Option<u64> {
-    proc_status_mb(pid, "VmHWM")
-}
-
-fn proc_status_mb(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_status_kb(&text, key).map(|kb| kb / 1024)
-}
-
-fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
-    // The kernel writes "VmRSS:\t  123456 kB"; the unit is always kB.
-    line.split_whitespace().next()?.parse().ok()
 }
 
 /// Percentiles over the last `capacity` samples: recent behaviour, in bounded memory.
@@ -776,17 +753,5 @@ mod tests {
         all.asr_segment.record(5.0);
         assert_eq!(all.snapshot().asr_segment_ms_p95, Some(5.0));
         assert_eq!(all.snapshot().vad_frame_ms_p50, None);
-    }
-
-    #[test]
-    fn rss_is_read_from_proc() {
-        assert_eq!(
-            parse_status_kb("Name:\tx\nVmRSS:\t   20480 kB\n", "VmRSS"),
-            Some(20480)
-        );
-        assert_eq!(parse_status_kb("Name:\tkthreadd\n", "VmRSS"), None);
-        let ours = rss_mb(std::process::id()).unwrap();
-        assert!(ours > 0 && ours < 1_000_000);
-        assert_eq!(rss_mb(u32::MAX), None);
     }
 }

@@ -1,8 +1,8 @@
 //! A worker under supervision: started with back-off, proven ready by a canary inference,
 //! classified when it fails, and reported on the status board.
 //!
-//! The state machine is explicit ([`WorkerState`]); [`Supervised::apply`] is the one place that
-//! changes it, and everything else reads it. Process mechanics stay in [`crate::io::worker`]; the
+//! The state machine is explicit ([`WorkerState`]): every change is computed by the one
+//! [`transition`] function and published to the board with it. Process mechanics stay in [`crate::io::worker`]; the
 //! choice of *where* to run stays with the caller (placement).
 
 use std::collections::BTreeMap;
@@ -237,7 +237,7 @@ impl Supervised {
         self.worker.as_ref().map(Worker::hello)
     }
 
-    /// Apply one event: the only place the state changes.
+    /// Apply one event through [`transition`], publishing the new state.
     fn apply(&mut self, event: WorkerEvent) {
         let next = transition(self.state, event);
         if next != self.state {

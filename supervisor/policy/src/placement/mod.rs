@@ -7,8 +7,8 @@
 //! keep. It starts and stops nothing: the caller (the pipeline) carries the decision out, and the
 //! policy never touches a process, a clock or a device, so it is tested as tables.
 //!
-//! The shape, from the OOM research (`../shared/seed/oom-prevention-research.md`) and what was
-//! seen on the GPU machine (`../shared/reference/gpu-machine.md`):
+//! The shape, from the project's out-of-memory research and what was seen on the GPU machine
+//! (the README's GPU section):
 //! - ASR walks down a configurable ladder of rungs (device per component × model × context);
 //!   the VAD walks down its own (GPU, then CPU), and it is the first thing moved under pressure.
 //! - A worker goes on a GPU only if free memory ≥ its need (learned from NVML after a load, else

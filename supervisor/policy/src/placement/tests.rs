@@ -411,7 +411,7 @@ fn other_failures_restart_in_place_until_the_restart_policy_escalates() {
 
 #[test]
 fn a_rung_that_cannot_load_on_cuda_is_abandoned_for_good() {
-    // The tiny-en encoder fails to initialise on CUDA (gpu-machine.md).
+    // A rung whose model cannot initialise on CUDA (the shipped tiny-en encoder did not).
     let mut cfg = config();
     cfg.ladder.asr = Ladder::parse_asr(&["device=cuda model=tiny", "model=tiny"]).expect("parses");
     let mut sim = Sim::with(cfg);
