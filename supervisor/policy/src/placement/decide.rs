@@ -532,59 +532,26 @@ pub(crate) fn on_failure(
 }
 
 /// The engine for one worker: failure, first start, forced moves, pressure, promotion.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_role(
-    me: &RoleNow,
+    ask: &Ask<'_>,
     event: Option<&FailureEvent>,
     vad_on: Option<u32>,
-    steps: &[Step],
-    view: &View,
     h: &mut History,
-    cfg: &PlacementConfig,
-    now: Duration,
 ) -> Option<Plan> {
+    let Ask {
+        me,
+        steps,
+        view,
+        cfg,
+        now,
+    } = *ask;
     if let Some(ev) = event.filter(|e| e.role == me.role) {
         if me.rung.is_some() || me.label.is_some() {
             return Some(on_failure(ev, me, steps, view, h, cfg, now));
         }
     }
-    let switch_for = |gpu: Option<u32>| {
-        if gpu.is_some() && gpu == me.gpu {
-            Switch::BreakBeforeMake
-        } else {
-            Switch::MakeBeforeBreak
-        }
-    };
     match me.state {
-        Phase::Absent => {
-            let from = if me.label.is_some() {
-                me.rung.unwrap_or(0)
-            } else {
-                0
-            };
-            let (rung, gpu, skipped) =
-                walk_down(steps, from, view, h, None, Ceiling::Critical, cfg);
-            let why = match (gpu.and_then(|g| view.gpu(g)), steps.get(rung)) {
-                (Some(g), Some(s)) => with_skipped(
-                    format!(
-                        "{} free ≥ {} + {} margin",
-                        mb_str(g.free.saturating_sub(view.claimed(g.index))),
-                        s.need(),
-                        mb_str(cfg.margin_mb)
-                    ),
-                    &skipped,
-                ),
-                _ if !skipped.is_empty() => skipped.join("; "),
-                _ if me.label.is_some() => "restart".to_owned(),
-                _ => "first choice".to_owned(),
-            };
-            return Some(Plan {
-                rung,
-                gpu,
-                why,
-                switch: Switch::Start,
-            });
-        }
+        Phase::Absent => return Some(plan_start(ask, h)),
         Phase::Starting => return None,
         Phase::Ready => {}
     }
@@ -600,76 +567,140 @@ pub(crate) fn plan_role(
         });
     };
     if let Some(g) = me.gpu {
-        // Forced moves: the device is suspect, gone, or NVML has been gone a while.
-        let forced = match (view.gpu(g), &view.none, &h.no_gpu) {
-            (Some(d), _, _) => d
-                .suspect
-                .as_ref()
-                .map(|why| format!("cuda:{g} suspect ({why})")),
-            (None, Some(why), Some((_, since))) => {
-                (now.saturating_sub(*since) >= cfg.no_gpu_grace).then(|| format!("no GPU: {why}"))
-            }
-            (None, Some(_), None) => None,
-            (None, None, _) => Some(format!("cuda:{g} no longer in the readings")),
-        };
-        if let Some(cause) = forced {
-            let (rung, gpu, skipped) = walk_down(steps, i, view, h, None, Ceiling::Critical, cfg);
-            return Some(Plan {
-                rung,
-                gpu,
-                why: with_skipped(cause, &skipped),
-                switch: Switch::MakeBeforeBreak,
-            });
-        }
-        if let Some(d) = view.gpu(g) {
-            let level = |p: Pressure| {
-                let th = if p == Pressure::Emergency {
-                    cfg.thresholds.emergency
-                } else {
-                    cfg.thresholds.critical
-                };
-                format!(
-                    "cuda:{g} at {} ({} of {}) ≥ {} {th}",
-                    pct(d.used, d.total),
-                    mb_str(d.used),
-                    mb_str(d.total),
-                    if p == Pressure::Emergency {
-                        "emergency"
-                    } else {
-                        "critical"
-                    }
-                )
-            };
-            let settled = h
-                .last_change
-                .is_none_or(|t| now.saturating_sub(t) >= cfg.settle);
-            let step_down = match me.role {
-                // The VAD is the first thing moved: it is tiny and fast enough on the CPU.
-                Role::Vad => d.pressure >= Pressure::Critical,
-                // ASR steps down only at emergency, after the VAD has left this device and the
-                // previous change has had time to show in the readings.
-                Role::Asr => d.pressure == Pressure::Emergency && vad_on != Some(g) && settled,
-            };
-            if step_down && i + 1 < steps.len() {
-                let (rung, gpu, skipped) = walk_down(
-                    steps,
-                    i + 1,
-                    view,
-                    h,
-                    Some((g, me.usage_mb)),
-                    Ceiling::Emergency,
-                    cfg,
-                );
-                return Some(Plan {
-                    rung,
-                    gpu,
-                    why: with_skipped(level(d.pressure), &skipped),
-                    switch: switch_for(gpu),
-                });
-            }
+        if let Some(plan) = plan_off_gpu(ask, i, g, vad_on, h) {
+            return Some(plan);
         }
     }
     promote(me, i, steps, view, h, cfg, now)
+}
+
+/// What planning one role reads: the role as it is, its steps, the readings, the tuning, now.
+#[derive(Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    pub(crate) me: &'a RoleNow,
+    pub(crate) steps: &'a [Step],
+    pub(crate) view: &'a View,
+    pub(crate) cfg: &'a PlacementConfig,
+    pub(crate) now: Duration,
+}
+
+/// Where an absent worker starts: the best rung that fits from the top (from its last rung after
+/// a restart), and why in words.
+fn plan_start(ask: &Ask<'_>, h: &History) -> Plan {
+    let Ask {
+        me,
+        steps,
+        view,
+        cfg,
+        ..
+    } = *ask;
+    let from = if me.label.is_some() {
+        me.rung.unwrap_or(0)
+    } else {
+        0
+    };
+    let (rung, gpu, skipped) = walk_down(steps, from, view, h, None, Ceiling::Critical, cfg);
+    let why = match (gpu.and_then(|g| view.gpu(g)), steps.get(rung)) {
+        (Some(g), Some(s)) => with_skipped(
+            format!(
+                "{} free ≥ {} + {} margin",
+                mb_str(g.free.saturating_sub(view.claimed(g.index))),
+                s.need(),
+                mb_str(cfg.margin_mb)
+            ),
+            &skipped,
+        ),
+        _ if !skipped.is_empty() => skipped.join("; "),
+        _ if me.label.is_some() => "restart".to_owned(),
+        _ => "first choice".to_owned(),
+    };
+    Plan {
+        rung,
+        gpu,
+        why,
+        switch: Switch::Start,
+    }
+}
+
+/// A ready worker on GPU `g` at rung `i` that must move down: the device is suspect or gone
+/// (forced), or its pressure says so (the VAD at critical; ASR at emergency once the VAD has
+/// left the device and the last change has settled). `None`: it may stay.
+fn plan_off_gpu(ask: &Ask<'_>, i: usize, g: u32, vad_on: Option<u32>, h: &History) -> Option<Plan> {
+    let Ask {
+        me,
+        steps,
+        view,
+        cfg,
+        now,
+    } = *ask;
+    let switch_for = |gpu: Option<u32>| {
+        if gpu.is_some() && gpu == me.gpu {
+            Switch::BreakBeforeMake
+        } else {
+            Switch::MakeBeforeBreak
+        }
+    };
+    // Forced moves: the device is suspect, gone, or NVML has been gone a while.
+    let forced = match (view.gpu(g), &view.none, &h.no_gpu) {
+        (Some(d), _, _) => d
+            .suspect
+            .as_ref()
+            .map(|why| format!("cuda:{g} suspect ({why})")),
+        (None, Some(why), Some((_, since))) => {
+            (now.saturating_sub(*since) >= cfg.no_gpu_grace).then(|| format!("no GPU: {why}"))
+        }
+        (None, Some(_), None) => None,
+        (None, None, _) => Some(format!("cuda:{g} no longer in the readings")),
+    };
+    if let Some(cause) = forced {
+        let (rung, gpu, skipped) = walk_down(steps, i, view, h, None, Ceiling::Critical, cfg);
+        return Some(Plan {
+            rung,
+            gpu,
+            why: with_skipped(cause, &skipped),
+            switch: Switch::MakeBeforeBreak,
+        });
+    }
+    let d = view.gpu(g)?;
+    let settled = h
+        .last_change
+        .is_none_or(|t| now.saturating_sub(t) >= cfg.settle);
+    let step_down = match me.role {
+        // The VAD is the first thing moved: it is tiny and fast enough on the CPU.
+        Role::Vad => d.pressure >= Pressure::Critical,
+        // ASR steps down only at emergency, after the VAD has left this device and the
+        // previous change has had time to show in the readings.
+        Role::Asr => d.pressure == Pressure::Emergency && vad_on != Some(g) && settled,
+    };
+    if !step_down || i + 1 >= steps.len() {
+        return None;
+    }
+    let (name, th) = if d.pressure == Pressure::Emergency {
+        ("emergency", cfg.thresholds.emergency)
+    } else {
+        ("critical", cfg.thresholds.critical)
+    };
+    let level = format!(
+        "cuda:{g} at {} ({} of {}) ≥ {name} {th}",
+        pct(d.used, d.total),
+        mb_str(d.used),
+        mb_str(d.total),
+    );
+    let (rung, gpu, skipped) = walk_down(
+        steps,
+        i + 1,
+        view,
+        h,
+        Some((g, me.usage_mb)),
+        Ceiling::Emergency,
+        cfg,
+    );
+    Some(Plan {
+        rung,
+        gpu,
+        why: with_skipped(level, &skipped),
+        switch: switch_for(gpu),
+    })
 }
 
 /// Step up to the best rung above `i` that has had room (need + margin + hysteresis, and the
@@ -845,7 +876,14 @@ pub fn decide(
     let vad_on = vad_gpu.filter(|_| current.vad.state != Phase::Absent);
 
     // ASR first: it is the one that benefits from the GPU, so it gets first claim on memory.
-    let asr_plan = plan_role(&asr_now, event, vad_on, &asr_steps, &view, &mut h, cfg, now);
+    let asr_ask = Ask {
+        me: &asr_now,
+        steps: &asr_steps,
+        view: &view,
+        cfg,
+        now,
+    };
+    let asr_plan = plan_role(&asr_ask, event, vad_on, &mut h);
     let asr = asr_plan.and_then(|plan| {
         let rung = cfg.ladder.asr.get(plan.rung)?;
         let to = rung.resolve(plan.gpu);
@@ -863,7 +901,14 @@ pub fn decide(
             switch: plan.switch,
         })
     });
-    let vad_plan = plan_role(&vad_now, event, vad_on, &vad_steps, &view, &mut h, cfg, now);
+    let vad_ask = Ask {
+        me: &vad_now,
+        steps: &vad_steps,
+        view: &view,
+        cfg,
+        now,
+    };
+    let vad_plan = plan_role(&vad_ask, event, vad_on, &mut h);
     let vad = vad_plan.and_then(|plan| {
         let to = cfg.ladder.vad.get(plan.rung)?.resolve(plan.gpu);
         Some(Change {
