@@ -152,7 +152,7 @@ fn a_config_with_an_unknown_key_fails_naming_it() {
     assert!(!env.runtime.join("swictation/control.sock").exists());
 
     // The same key at the default path is refused by the daemon too, and a bad value names its key.
-    env.write_config("[asr]\nthreads = 0\n");
+    env.write_config("[asr]\nthreads = 257\n");
     let out = env.cli(&["config", "check"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
