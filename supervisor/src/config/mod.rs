@@ -767,6 +767,146 @@ pub fn expand_home(p: &Path) -> PathBuf {
     }
 }
 
+/// `[audio]`.
+fn check_audio(audio: &AudioConfig) -> Result<(), ConfigError> {
+    check("audio.pre_roll_ms", audio.pre_roll_ms, 0, 10_000)?;
+    if let Some(d) = &audio.device {
+        if d.trim().is_empty() {
+            return Err(invalid(
+                "audio.device",
+                "\"\"",
+                "must not be empty (leave it out for the default input)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[vad]`: thresholds, timings, and what the segmenter itself refuses.
+fn check_vad(v: &VadConfig) -> Result<(), ConfigError> {
+    check("vad.start_threshold", v.start_threshold, 0.0, 1.0)?;
+    if v.start_threshold == 0.0 {
+        return Err(invalid(
+            "vad.start_threshold",
+            v.start_threshold,
+            "must be above 0: every frame would be speech",
+        ));
+    }
+    check("vad.stop_threshold", v.stop_threshold, 0.0, 1.0)?;
+    if v.stop_threshold > v.start_threshold {
+        return Err(invalid(
+            "vad.stop_threshold",
+            v.stop_threshold,
+            format!(
+                "must not exceed vad.start_threshold ({})",
+                v.start_threshold
+            ),
+        ));
+    }
+    check("vad.min_speech_ms", v.min_speech_ms, 0, 10_000)?;
+    check("vad.min_silence_ms", v.min_silence_ms, 1, 10_000)?;
+    check("vad.pad_before_ms", v.pad_before_ms, 0, 10_000)?;
+    check("vad.pad_after_ms", v.pad_after_ms, 0, 10_000)?;
+    if v.pad_after_ms > v.min_silence_ms {
+        return Err(invalid(
+                "vad.pad_after_ms",
+                v.pad_after_ms,
+                format!(
+                    "must not exceed vad.min_silence_ms ({}): the padding is taken from the silence that ends a segment",
+                    v.min_silence_ms
+                ),
+            ));
+    }
+    check(
+        "vad.max_segment_ms",
+        v.max_segment_ms,
+        1_000,
+        MAX_SEGMENT_LIMIT_MS,
+    )?;
+    // The segmenter has the last word (it may grow checks this file does not know about).
+    if let Err(reason) = v.segmenter().validate() {
+        return Err(invalid("vad.max_segment_ms", v.max_segment_ms, reason));
+    }
+    Ok(())
+}
+
+/// `[asr]`.
+fn check_asr(a: &AsrConfig) -> Result<(), ConfigError> {
+    if a.model.trim().is_empty() {
+        return Err(invalid(
+            "asr.model",
+            "\"\"",
+            "must be \"base\", \"tiny\" or a model directory",
+        ));
+    }
+    check("asr.threads", a.threads, 0, 256)?;
+    check("asr.context_s", a.context_s, 0.0, 600.0)?;
+    Ok(())
+}
+
+/// `[output]`.
+fn check_output(output: &OutputConfig) -> Result<(), ConfigError> {
+    if output.mode == OutputMode::File && output.file.is_none() {
+        return Err(invalid(
+            "output.file",
+            "(unset)",
+            "must be set when output.mode = \"file\"",
+        ));
+    }
+    Ok(())
+}
+
+/// `[gpu]` on its own (the ladders are checked by translating the whole file).
+fn check_gpu(g: &GpuConfig) -> Result<(), ConfigError> {
+    check("gpu.warning_pct", g.warning_pct, 0.0, 100.0)?;
+    check("gpu.critical_pct", g.critical_pct, 0.0, 100.0)?;
+    check("gpu.emergency_pct", g.emergency_pct, 0.0, 100.0)?;
+    if g.warning_pct >= g.critical_pct {
+        return Err(invalid(
+            "gpu.critical_pct",
+            g.critical_pct,
+            format!("must be above gpu.warning_pct ({})", g.warning_pct),
+        ));
+    }
+    if g.critical_pct >= g.emergency_pct {
+        return Err(invalid(
+            "gpu.emergency_pct",
+            g.emergency_pct,
+            format!("must be above gpu.critical_pct ({})", g.critical_pct),
+        ));
+    }
+
+    let mb = [
+        ("gpu.warning_mb", g.warning_mb),
+        ("gpu.critical_mb", g.critical_mb),
+        ("gpu.emergency_mb", g.emergency_mb),
+    ];
+    for pair in mb.windows(2) {
+        if let [(lo_key, Some(lo)), (key, Some(hi))] = pair {
+            if hi <= lo {
+                return Err(invalid(key, hi, format!("must be above {lo_key} ({lo})")));
+            }
+        }
+    }
+    check("gpu.margin_mb", g.margin_mb, 0, 1_000_000)?;
+    check("gpu.hysteresis_mb", g.hysteresis_mb, 0, 1_000_000)?;
+    check("gpu.promote_after_s", g.promote_after_s, 0.0, 86_400.0)?;
+    Ok(())
+}
+
+/// `[supervision]`.
+fn check_supervision(s: &SupervisionConfig) -> Result<(), ConfigError> {
+    check("supervision.restart_max", s.restart_max, 0, 1_000)?;
+    check(
+        "supervision.restart_window_s",
+        s.restart_window_s,
+        1,
+        86_400,
+    )?;
+    check("supervision.hang_timeout_s", s.hang_timeout_s, 1, 3_600)?;
+    Ok(())
+}
+
 /// A range check's failure, before it is given a key.
 fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -868,130 +1008,22 @@ impl Config {
         }
     }
 
-    /// Checks ranges and cross-key consistency; the error names the key.
+    /// Checks ranges and cross-key consistency, section by section; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check("audio.pre_roll_ms", self.audio.pre_roll_ms, 0, 10_000)?;
-        if let Some(d) = &self.audio.device {
-            if d.trim().is_empty() {
-                return Err(invalid(
-                    "audio.device",
-                    "\"\"",
-                    "must not be empty (leave it out for the default input)",
-                ));
-            }
-        }
-
-        let v = &self.vad;
-        check("vad.start_threshold", v.start_threshold, 0.0, 1.0)?;
-        if v.start_threshold == 0.0 {
-            return Err(invalid(
-                "vad.start_threshold",
-                v.start_threshold,
-                "must be above 0: every frame would be speech",
-            ));
-        }
-        check("vad.stop_threshold", v.stop_threshold, 0.0, 1.0)?;
-        if v.stop_threshold > v.start_threshold {
-            return Err(invalid(
-                "vad.stop_threshold",
-                v.stop_threshold,
-                format!(
-                    "must not exceed vad.start_threshold ({})",
-                    v.start_threshold
-                ),
-            ));
-        }
-        check("vad.min_speech_ms", v.min_speech_ms, 0, 10_000)?;
-        check("vad.min_silence_ms", v.min_silence_ms, 1, 10_000)?;
-        check("vad.pad_before_ms", v.pad_before_ms, 0, 10_000)?;
-        check("vad.pad_after_ms", v.pad_after_ms, 0, 10_000)?;
-        if v.pad_after_ms > v.min_silence_ms {
-            return Err(invalid(
-                "vad.pad_after_ms",
-                v.pad_after_ms,
-                format!(
-                    "must not exceed vad.min_silence_ms ({}): the padding is taken from the silence that ends a segment",
-                    v.min_silence_ms
-                ),
-            ));
-        }
-        check(
-            "vad.max_segment_ms",
-            v.max_segment_ms,
-            1_000,
-            MAX_SEGMENT_LIMIT_MS,
-        )?;
-        // The segmenter has the last word (it may grow checks this file does not know about).
-        if let Err(reason) = v.segmenter().validate() {
-            return Err(invalid("vad.max_segment_ms", v.max_segment_ms, reason));
-        }
-
-        let a = &self.asr;
-        if a.model.trim().is_empty() {
-            return Err(invalid(
-                "asr.model",
-                "\"\"",
-                "must be \"base\", \"tiny\" or a model directory",
-            ));
-        }
-        check("asr.threads", a.threads, 0, 256)?;
-        check("asr.context_s", a.context_s, 0.0, 600.0)?;
-
-        if self.output.mode == OutputMode::File && self.output.file.is_none() {
-            return Err(invalid(
-                "output.file",
-                "(unset)",
-                "must be set when output.mode = \"file\"",
-            ));
-        }
-
-        let g = &self.gpu;
-        check("gpu.warning_pct", g.warning_pct, 0.0, 100.0)?;
-        check("gpu.critical_pct", g.critical_pct, 0.0, 100.0)?;
-        check("gpu.emergency_pct", g.emergency_pct, 0.0, 100.0)?;
-        if g.warning_pct >= g.critical_pct {
-            return Err(invalid(
-                "gpu.critical_pct",
-                g.critical_pct,
-                format!("must be above gpu.warning_pct ({})", g.warning_pct),
-            ));
-        }
-        if g.critical_pct >= g.emergency_pct {
-            return Err(invalid(
-                "gpu.emergency_pct",
-                g.emergency_pct,
-                format!("must be above gpu.critical_pct ({})", g.critical_pct),
-            ));
-        }
-
-        let mb = [
-            ("gpu.warning_mb", g.warning_mb),
-            ("gpu.critical_mb", g.critical_mb),
-            ("gpu.emergency_mb", g.emergency_mb),
-        ];
-        for pair in mb.windows(2) {
-            if let [(lo_key, Some(lo)), (key, Some(hi))] = pair {
-                if hi <= lo {
-                    return Err(invalid(key, hi, format!("must be above {lo_key} ({lo})")));
-                }
-            }
-        }
-        check("gpu.margin_mb", g.margin_mb, 0, 1_000_000)?;
-        check("gpu.hysteresis_mb", g.hysteresis_mb, 0, 1_000_000)?;
-        check("gpu.promote_after_s", g.promote_after_s, 0.0, 86_400.0)?;
+        check_audio(&self.audio)?;
+        check_vad(&self.vad)?;
+        check_asr(&self.asr)?;
+        check_output(&self.output)?;
+        check_gpu(&self.gpu)?;
         if let Err(e) = translate::placement_config(self) {
             return Err(invalid(e.key, e.value, e.reason));
         }
+        check_supervision(&self.supervision)?;
+        self.check_dictation_sections()
+    }
 
-        let s = &self.supervision;
-        check("supervision.restart_max", s.restart_max, 0, 1_000)?;
-        check(
-            "supervision.restart_window_s",
-            s.restart_window_s,
-            1,
-            86_400,
-        )?;
-        check("supervision.hang_timeout_s", s.hang_timeout_s, 1, 3_600)?;
+    /// `[ptt]`, `[notify]` and `[dictation]`.
+    fn check_dictation_sections(&self) -> Result<(), ConfigError> {
         check(
             "ptt.hold_threshold_ms",
             self.ptt.hold_threshold_ms,
