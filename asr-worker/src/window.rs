@@ -1011,117 +1011,136 @@ pub fn merge(windows: &[WindowText]) -> String {
             .last()
             .is_some_and(|(_, h, _)| !h.cut_end && !w.cut_start)
             || w.start_s >= so_far_end - 1e-3;
-        // The votes for no word at `t` of the windows before this one (but those in `except`).
-        let none_before = |t: f32, except: &[usize]| {
-            heard
-                .iter()
-                .filter(|(i, _, _)| !except.contains(i))
-                .filter_map(|(_, h, weight)| h.trust(t).map(|x| x * weight))
-                .sum::<f32>()
-        };
-        if slots.is_empty() || follows {
+        let weight = if slots.is_empty() || follows {
             slots.extend(next.into_iter().map(|x| Slot::new(x, 0.0)));
-            heard.push((k, w, 1.0));
-            continue;
-        }
-        let tail_from = slots
-            .iter()
-            .position(|x| x.time() >= w.start_s - SLACK_S)
-            .unwrap_or(slots.len());
-        // The window's words heard before the text so far ends, give or take.
-        let head_to = next
-            .iter()
-            .position(|x| x.time > so_far_end + SLACK_S)
-            .unwrap_or(next.len());
-        let tail = slots.split_off(tail_from);
-        let free_a: Vec<bool> = tail
-            .iter()
-            .map(|x| x.time() < w.start_s || x.time() > w.end_s)
+            1.0
+        } else {
+            overlap(&mut slots, &heard, w, next, so_far_end)
+        };
+        heard.push((k, w, weight));
+    }
+    spell(&slots)
+}
+
+/// The votes for no word at `t` of the windows heard so far (but those in `except`).
+fn none_before(heard: &[(usize, &WindowText, f32)], t: f32, except: &[usize]) -> f32 {
+    heard
+        .iter()
+        .filter(|(i, _, _)| !except.contains(i))
+        .filter_map(|(_, h, weight)| h.trust(t).map(|x| x * weight))
+        .sum::<f32>()
+}
+
+/// Window `w`'s words (`next`) merged into `slots` where `w` overlaps the text so far (which
+/// ends at `so_far_end`): aligned with the words already heard there, each side voting. Returns
+/// the weight of `w`'s votes (less than 1 when it is the odd one out).
+fn overlap<'a>(
+    slots: &mut Vec<Slot<'a>>,
+    heard: &[(usize, &'a WindowText, f32)],
+    w: &'a WindowText,
+    next: Vec<Word<'a>>,
+    so_far_end: f32,
+) -> f32 {
+    let tail_from = slots
+        .iter()
+        .position(|x| x.time() >= w.start_s - SLACK_S)
+        .unwrap_or(slots.len());
+    // The window's words heard before the text so far ends, give or take.
+    let head_to = next
+        .iter()
+        .position(|x| x.time > so_far_end + SLACK_S)
+        .unwrap_or(next.len());
+    let tail = slots.split_off(tail_from);
+    let free_a: Vec<bool> = tail
+        .iter()
+        .map(|x| x.time() < w.start_s || x.time() > w.end_s)
+        .collect();
+    let free_b: Vec<bool> = next.iter().map(|x| x.time > so_far_end).collect();
+    let (skipped, columns, tail_end, words_end) =
+        align(&free_a, &free_b, |i, j| tail[i].pair(&next[j]));
+    let matched: Vec<f32> = columns
+        .iter()
+        .filter_map(|c| match *c {
+            Column::Both(i, j, true) => Some((tail[i].time() - next[j].time).abs()),
+            _ => None,
+        })
+        .collect();
+    let chance = matched.len() == 1 && matched[0] > MAX_GAP_ONE_S;
+    let disputed = next[..head_to]
+        .iter()
+        .filter(|x| tail.iter().any(|s| (s.time() - x.time).abs() <= SLACK_S))
+        .count();
+    let mut words: Vec<Option<Word<'_>>> = next.into_iter().map(Some).collect();
+    if matched.is_empty() || chance {
+        // Nothing shared: the window's words take their places by time, and it votes for
+        // no word at every position it heard otherwise. Where it heard other words at the
+        // same moments as the windows before (which agree among themselves), it is the odd
+        // one out: its votes count less.
+        let weight = if disputed >= 2 { LOOP_DISCOUNT } else { 1.0 };
+        let tail = tail
+            .into_iter()
+            .map(|slot| slot.unheard_by(w, weight))
             .collect();
-        let free_b: Vec<bool> = next.iter().map(|x| x.time > so_far_end).collect();
-        let (skipped, columns, tail_end, words_end) =
-            align(&free_a, &free_b, |i, j| tail[i].pair(&next[j]));
-        let matched: Vec<f32> = columns
-            .iter()
-            .filter_map(|c| match *c {
-                Column::Both(i, j, true) => Some((tail[i].time() - next[j].time).abs()),
-                _ => None,
+        let new: Vec<Slot<'_>> = words
+            .into_iter()
+            .flatten()
+            .map(|mut x| {
+                x.trust *= weight;
+                let none = none_before(heard, x.time, &[]);
+                Slot::new(x, none)
             })
             .collect();
-        let chance = matched.len() == 1 && matched[0] > MAX_GAP_ONE_S;
-        let disputed = next[..head_to]
-            .iter()
-            .filter(|x| tail.iter().any(|s| (s.time() - x.time).abs() <= SLACK_S))
-            .count();
-        let mut words: Vec<Option<Word<'_>>> = next.into_iter().map(Some).collect();
-        if matched.is_empty() || chance {
-            // Nothing shared: the window's words take their places by time, and it votes for
-            // no word at every position it heard otherwise. Where it heard other words at the
-            // same moments as the windows before (which agree among themselves), it is the odd
-            // one out: its votes count less.
-            let weight = if disputed >= 2 { LOOP_DISCOUNT } else { 1.0 };
-            let tail = tail
-                .into_iter()
-                .map(|slot| slot.unheard_by(w, weight))
-                .collect();
-            let new: Vec<Slot<'_>> = words
-                .into_iter()
-                .flatten()
-                .map(|mut x| {
-                    x.trust *= weight;
-                    let none = none_before(x.time, &[]);
-                    Slot::new(x, none)
-                })
-                .collect();
-            slots.extend(interleave(tail, new));
-            heard.push((k, w, weight));
-            continue;
-        }
-        // The slots before the stretch, the stretch column by column, then the slots or the
-        // words after it. Slots and words outside the alignment are still voted on: the other
-        // side may have heard that moment and said nothing there.
-        let mut tail: Vec<Option<Slot<'_>>> = tail.into_iter().map(Some).collect();
-        for slot in tail[..skipped].iter_mut().filter_map(Option::take) {
-            slots.push(slot.unheard_by(w, 1.0));
-        }
-        let rest = (tail_end..tail.len())
-            .map(Column::OnlyA)
-            .chain((words_end..words.len()).map(Column::OnlyB));
-        for column in columns.into_iter().chain(rest) {
-            match column {
-                Column::Both(i, j, _) => {
-                    if let (Some(mut slot), Some(x)) = (tail[i].take(), words[j].take()) {
-                        slot.vote(x);
-                        slots.push(slot);
-                    }
+        slots.extend(interleave(tail, new));
+        return weight;
+    }
+    // The slots before the stretch, the stretch column by column, then the slots or the
+    // words after it. Slots and words outside the alignment are still voted on: the other
+    // side may have heard that moment and said nothing there.
+    let mut tail: Vec<Option<Slot<'_>>> = tail.into_iter().map(Some).collect();
+    for slot in tail[..skipped].iter_mut().filter_map(Option::take) {
+        slots.push(slot.unheard_by(w, 1.0));
+    }
+    let rest = (tail_end..tail.len())
+        .map(Column::OnlyA)
+        .chain((words_end..words.len()).map(Column::OnlyB));
+    for column in columns.into_iter().chain(rest) {
+        match column {
+            Column::Both(i, j, _) => {
+                if let (Some(mut slot), Some(x)) = (tail[i].take(), words[j].take()) {
+                    slot.vote(x);
+                    slots.push(slot);
                 }
-                Column::OnlyA(i) => {
-                    if let Some(slot) = tail[i].take() {
-                        slots.push(slot.unheard_by(w, 1.0));
-                    }
+            }
+            Column::OnlyA(i) => {
+                if let Some(slot) = tail[i].take() {
+                    slots.push(slot.unheard_by(w, 1.0));
                 }
-                Column::OnlyB(j) => {
-                    if let Some(x) = words[j].take() {
-                        // A word an earlier window heard here but put one place back, as
-                        // another reading of the word before (it lost a word there), moves
-                        // here with its votes: that window heard it, not nothing.
-                        let stray = slots.last_mut().and_then(|before| before.take_stray(&x));
-                        let from: Vec<usize> = stray
-                            .as_ref()
-                            .map(|a| a.sources.iter().map(|s| s.0).collect())
-                            .unwrap_or_default();
-                        let none = none_before(x.time, &from);
-                        let mut slot = Slot::new(x, none);
-                        if let Some(a) = stray {
-                            slot.absorb(a);
-                        }
-                        slots.push(slot);
+            }
+            Column::OnlyB(j) => {
+                if let Some(x) = words[j].take() {
+                    // A word an earlier window heard here but put one place back, as
+                    // another reading of the word before (it lost a word there), moves
+                    // here with its votes: that window heard it, not nothing.
+                    let stray = slots.last_mut().and_then(|before| before.take_stray(&x));
+                    let from: Vec<usize> = stray
+                        .as_ref()
+                        .map(|a| a.sources.iter().map(|s| s.0).collect())
+                        .unwrap_or_default();
+                    let none = none_before(heard, x.time, &from);
+                    let mut slot = Slot::new(x, none);
+                    if let Some(a) = stray {
+                        slot.absorb(a);
                     }
+                    slots.push(slot);
                 }
             }
         }
-        heard.push((k, w, 1.0));
     }
+    1.0
+}
+
+/// The text the slots vote for.
+fn spell(slots: &[Slot<'_>]) -> String {
     // Each position keeps its most heard word if more windows heard it than heard nothing
     // there (a plurality vote, as in ROVER).
     let kept: Vec<&Alternative<'_>> = slots
