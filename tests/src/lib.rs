@@ -315,6 +315,34 @@ impl TestEnv {
         c
     }
 
+    /// `swictation stop`, then wait (at most `limit`) for `daemon` to exit: both must succeed.
+    /// Returns the daemon's stdout and log.
+    pub fn stop(&self, daemon: &mut DaemonProcess, limit: Duration) -> (String, String) {
+        let stop = self.cli(&["stop"]);
+        assert!(
+            stop.status.success(),
+            "stop: {}",
+            String::from_utf8_lossy(&stop.stderr)
+        );
+        let (code, out, log) = daemon.wait(limit);
+        assert!(code.success(), "daemon failed: {log}");
+        (out, log)
+    }
+
+    /// Replace the scripted GPU reading (`--gpu-script PATH`) from now on: one 8 GB card with
+    /// `used_mb` in use, written whole and renamed into place so the daemon never reads half.
+    pub fn set_gpu(path: &std::path::Path, used_mb: u64) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            format!(
+                "{{\"at_s\": 0, \"devices\": [{{\"index\": 0, \"name\": \"Scripted 8 GB\", \"total_mb\": 8192, \"used_mb\": {used_mb}}}]}}\n"
+            ),
+        )
+        .expect("write the GPU script");
+        std::fs::rename(&tmp, path).expect("replace the GPU script");
+    }
+
     /// Runs `swictation ARGS` to completion (20 s at most).
     pub fn cli(&self, args: &[&str]) -> Output {
         run_with_deadline(self.cmd().args(args), Duration::from_secs(20))

@@ -143,14 +143,7 @@ fn status_after_start_and_after_a_worker_crash() {
         "{text}"
     );
 
-    let stop = env.cli(&["stop"]);
-    assert!(
-        stop.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    let (code, _, log) = daemon.wait(Duration::from_secs(90));
-    assert!(code.success(), "{log}");
+    env.stop(&mut daemon, Duration::from_secs(90));
     eprintln!("total {:?}", t0.elapsed());
 }
 
@@ -215,14 +208,7 @@ fn commands_answer_at_once_while_the_asr_worker_is_busy() {
         "{out:?}"
     );
 
-    let stop = env.cli(&["stop"]);
-    assert!(
-        stop.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    let (code, out, log) = daemon.wait(Duration::from_secs(180));
-    assert!(code.success(), "{log}");
+    let (out, _) = env.stop(&mut daemon, Duration::from_secs(180));
     assert!(
         out.lines().count() >= 2,
         "pending speech was not transcribed on stop: {out:?}"

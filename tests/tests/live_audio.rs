@@ -93,15 +93,8 @@ fn live_capture_transcribes_like_transcribe() {
         status["audio"]["level_dbfs"].is_f64(),
         "no input level: {status}"
     );
-    let stop = env.cli(&["stop"]);
-    assert!(
-        stop.status.success(),
-        "stop: {}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    let (code, live, log) = daemon.wait(Duration::from_secs(60));
+    let (live, log) = env.stop(&mut daemon, Duration::from_secs(60));
     drop(feeder);
-    assert!(code.success(), "daemon failed: {log}");
 
     let reference: Vec<&str> = clips.iter().map(|(_, t)| t.as_str()).collect();
     let reference = reference.join(" ");
@@ -379,15 +372,8 @@ fn pause_closes_capture_and_resume_reopens_it() {
     mic.drain(Duration::from_secs(30));
     wait_transcript(&daemon, &out_at_pause, after_text, Duration::from_secs(30));
 
-    let stop = env.cli(&["stop"]);
-    assert!(
-        stop.status.success(),
-        "stop: {}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    let (code, out, log) = daemon.wait(Duration::from_secs(60));
+    let (out, log) = env.stop(&mut daemon, Duration::from_secs(60));
     drop(mic);
-    assert!(code.success(), "daemon failed: {log}");
     let after = out.strip_prefix(out_at_pause.as_str()).unwrap_or(&out);
     eprintln!(
         "took {:?}\nbefore the pause: {out_at_pause:?}\nafter the resume: {after:?}",

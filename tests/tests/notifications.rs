@@ -37,18 +37,6 @@ fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
     }
 }
 
-fn set_gpu(path: &Path, used_mb: u64) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!(
-            "{{\"at_s\": 0, \"devices\": [{{\"index\": 0, \"name\": \"Scripted 8 GB\", \"total_mb\": 8192, \"used_mb\": {used_mb}}}]}}\n"
-        ),
-    )
-    .expect("write the GPU script");
-    std::fs::rename(&tmp, path).expect("replace the GPU script");
-}
-
 #[test]
 fn a_worker_fault_and_a_move_off_the_gpu_reach_the_notification_server() {
     let _serial = serial();
@@ -98,7 +86,7 @@ fn a_worker_fault_and_a_move_off_the_gpu_reach_the_notification_server() {
     });
 
     let script = dir.join("gpu.jsonl");
-    set_gpu(&script, 1000);
+    TestEnv::set_gpu(&script, 1000);
     let mut daemon = DaemonProcess::spawn(
         env.cmd()
             .env("DBUS_SESSION_BUS_ADDRESS", &bus)
@@ -138,7 +126,7 @@ fn a_worker_fault_and_a_move_off_the_gpu_reach_the_notification_server() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Memory pressure: the workers leave the GPU, and the notice says why.
-    set_gpu(&script, 7_900);
+    TestEnv::set_gpu(&script, 7_900);
     wait_for(
         "a notification of a move off the GPU",
         Duration::from_secs(30),

@@ -8,25 +8,11 @@
 //! the circuit breaker and the event stream are the real ones; the real NVML probe and the CUDA
 //! execution provider are exercised on the GPU machine (`deploy/gpu-check.sh`).
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swictation_e2e::*;
-
-/// Replace the scripted reading: one 8 GB card with `used_mb` in use, from now on.
-fn set_gpu(path: &Path, used_mb: u64) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!(
-            "{{\"at_s\": 0, \"devices\": [{{\"index\": 0, \"name\": \"Scripted 8 GB\", \"total_mb\": 8192, \"used_mb\": {used_mb}}}]}}\n"
-        ),
-    )
-    .expect("write the GPU script");
-    std::fs::rename(&tmp, path).expect("replace the GPU script");
-}
 
 fn placed(s: &Value, role: &str, want: &str) -> bool {
     s["workers"]
@@ -51,7 +37,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
         "[gpu]\npromote_after_s = 3\nasr_ladder = [\"encoder=cuda decoder=cpu model=base context=10\", \"encoder=cuda decoder=cpu model=base context=5\", \"encoder=cuda decoder=cpu model=base context=3\", \"device=cpu model=base context=10\", \"device=cpu model=tiny context=10\"]\n",
     );
     let script = env.dir.path().join("gpu.jsonl");
-    set_gpu(&script, 1000);
+    TestEnv::set_gpu(&script, 1000);
     let mut daemon = DaemonProcess::spawn(
         env.cmd()
             .args(["run", "--input", "-", "--gpu-script"])
@@ -87,7 +73,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
     // (emergency). The VAD leaves the card first (95.3 %, still emergency), then ASR steps down
     // one rung, to a smaller context on the same card (break-before-make), which brings the card
     // to 94.7 %: critical, not emergency, so nothing moves further and nothing moves back.
-    set_gpu(&script, 7050);
+    TestEnv::set_gpu(&script, 7050);
     speak(1);
     let s = env.wait_status("ASR stepped down to 5 s", Duration::from_secs(60), |s| {
         placed(s, "asr", "enc cuda:0 dec cpu base 5s") && placed(s, "vad", "cpu")
@@ -118,7 +104,7 @@ fn steps_down_under_pressure_and_back_up_without_losing_speech() {
 
     // The hog leaves: after 3 s of room (promote_after_s), both step back up,
     // make-before-break.
-    set_gpu(&script, 1000);
+    TestEnv::set_gpu(&script, 1000);
     let s = env.wait_status("back on the best rung", Duration::from_secs(60), |s| {
         placed(s, "asr", "enc cuda:0 dec cpu base 10s") && placed(s, "vad", "cuda:0")
     });

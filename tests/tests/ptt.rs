@@ -165,15 +165,8 @@ fn a_hold_over_speech_is_one_transcript_at_release_and_a_tap_toggles() {
     let bad = env.cli(&["ptt", "sideways"]);
     assert!(!bad.status.success());
 
-    let stop = env.cli(&["stop"]);
-    assert!(
-        stop.status.success(),
-        "stop: {}",
-        String::from_utf8_lossy(&stop.stderr)
-    );
-    let (code, out, log) = daemon.wait(Duration::from_secs(60));
+    let (out, log) = env.stop(&mut daemon, Duration::from_secs(60));
     drop(feeder);
-    assert!(code.success(), "daemon failed: {log}");
     assert_eq!(transcript_lines(&out).len(), 2, "{out:?}");
     for line in transcript_lines(&out) {
         assert!(
