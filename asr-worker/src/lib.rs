@@ -3,6 +3,7 @@
 //! The worker loop (in the binary) only sees [`SpeechModel`]; [`Moonshine`] is the one family
 //! implemented so far.
 
+pub mod files;
 pub mod model;
 pub mod moonshine;
 pub mod prepare;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use swictation_asr_worker::prepare::{self, Clip, ModelFiles};
+use swictation_asr_worker::files::ModelFiles;
+use swictation_asr_worker::prepare::{self, Clip};
 use swictation_asr_worker::{Moonshine, SpeechModel, Windowed};
 use swictation_proto::{Device, ErrorKind, Reply, Request, Role};
 use swictation_worker_kit::{error, parse_device, CommonArgs, Handler, Loaded};
@@ -184,7 +185,7 @@ fn bench(
     if clips.is_empty() {
         return Err("--bench needs --clip files".into());
     }
-    prepare::prepared_state(dir, rt.version())?;
+    swictation_asr_worker::files::prepared_state(dir, rt.version())?;
     let encoder = args.encoder_device.unwrap_or(args.device);
     let decoder = args.decoder_device.unwrap_or(args.device);
     let shipped_files = ModelFiles::shipped(dir);

@@ -17,15 +17,10 @@ use swictation_proto::{ComponentPlacement, Device};
 use swictation_worker_kit::{ModelError, Runtime};
 
 use crate::{
+    files::ModelFiles,
     model::{InferenceError, SpeechModel, Transcription},
-    prepare::ModelFiles,
     tokenizer::{self, Tokenizer},
 };
-
-/// File names inside a Moonshine model directory.
-pub(crate) const ENCODER_FILE: &str = "encoder_model.ort";
-pub(crate) const DECODER_FILE: &str = "decoder_model_merged.ort";
-pub(crate) const TOKENIZER_FILE: &str = "tokenizer.bin";
 
 const SAMPLE_RATE: usize = 16_000;
 /// Below 0.1 s there is no word to find, and the encoder's convolutions need some length anyway.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use swictation_asr_worker::prepare::{prepared_state, Clip, Manifest, CUDA_FILES, PREPARED_FILES};
+use swictation_asr_worker::files::{prepared_state, Manifest, CUDA_FILES, PREPARED_FILES};
+use swictation_asr_worker::prepare::Clip;
 use swictation_asr_worker::{Moonshine, SpeechModel};
 use swictation_proto::Device;
 use swictation_worker_kit::{data_dir, default_ort_lib, Runtime};
@@ -99,7 +100,7 @@ fn preparing_a_shipped_model_dir_gives_checked_files_the_worker_then_prefers() {
             .unwrap_or_else(|| panic!("{name} not in the manifest"));
         let path = dir.join("prepared").join(name);
         assert_eq!(
-            swictation_asr_worker::prepare::sha256_file(&path).unwrap(),
+            swictation_asr_worker::files::sha256_file(&path).unwrap(),
             f.sha256,
             "{name}"
         );
