@@ -485,7 +485,7 @@ fn sleep_row() -> Check {
         .map_err(|e| e.to_string())
         .and_then(|rt| {
             rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), crate::supervision::sleep::probe())
+                tokio::time::timeout(Duration::from_secs(5), crate::io::logind::probe())
                     .await
                     .map_err(|_| "the system bus did not answer within 5 s".to_owned())?
                     .map_err(|e| e.to_string())

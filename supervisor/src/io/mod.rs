@@ -8,6 +8,7 @@ pub mod deliver;
 pub mod desktop;
 pub mod gpu;
 pub mod launch;
+pub mod logind;
 pub mod notify;
 pub mod output;
 pub mod procfs;

@@ -14,45 +14,22 @@
 //! and says so in the log; the placer then notices a sleep from the clocks alone
 //! (`CLOCK_BOOTTIME` − `CLOCK_MONOTONIC`), within a second of waking.
 //!
-//! The system bus is the one `DBUS_SYSTEM_BUS_ADDRESS` names, or the standard socket: tests
-//! point it at a private bus with a stand-in logind.
+//! The bus half (connecting, the signal, the lock) is [`crate::io::logind`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use zbus::message::Type;
-use zbus::{Connection, MatchRule, MessageStream, OwnedFd};
+use zbus::OwnedFd;
 
+use crate::io::logind::{Logind, SleepError};
 use crate::report::board::Board;
 use crate::report::status::SLEEP_GOING;
 use crate::supervision::placer::Placer;
 
-/// logind's bus name, object and interface.
-pub const LOGIND: &str = "org.freedesktop.login1";
-const LOGIND_PATH: &str = "/org/freedesktop/login1";
-const MANAGER: &str = "org.freedesktop.login1.Manager";
-
 /// How long the request in flight may take to finish before the machine is let sleep; well
 /// within logind's default 5 s delay.
 pub const DRAIN: Duration = Duration::from_secs(3);
-
-/// Why sleep and wake cannot be followed through logind.
-#[derive(Debug, thiserror::Error)]
-pub enum SleepError {
-    /// No system bus to connect to.
-    #[error("no system bus ({0})")]
-    NoBus(zbus::Error),
-    /// The bus answers but logind is not on it.
-    #[error("logind is not running on the system bus")]
-    NoLogind,
-    /// The bus refused the subscription.
-    #[error("could not follow logind's PrepareForSleep: {0}")]
-    Subscribe(zbus::Error),
-    /// The connection ended.
-    #[error("the system bus connection closed")]
-    Closed,
-}
 
 /// Follow logind's sleep and wake for as long as the bus lasts, telling `placer`; log why it
 /// stopped (or could not start).
@@ -67,36 +44,10 @@ pub async fn watch(placer: Arc<Placer>, board: Board) {
 /// How a sleep is noticed without logind.
 const CLOCKS_ONLY: &str = "noticed from the clocks after waking";
 
-/// Whether sleep and wake can be followed through logind here, in words: a delay lock is taken
-/// and given back at once. For `swictation doctor`.
-pub async fn probe() -> Result<String, SleepError> {
-    let conn = Connection::system().await.map_err(SleepError::NoBus)?;
-    if !logind_present(&conn).await {
-        return Err(SleepError::NoLogind);
-    }
-    Ok(match inhibit(&conn).await {
-        Ok(_) => "logind answers, and gives the delay lock that lets GPU work finish before sleep".into(),
-        Err(e) => format!("logind answers, but gives no delay lock ({e}): GPU work may still run as the machine sleeps"),
-    })
-}
-
 async fn follow(placer: &Placer, board: &Board) -> Result<(), SleepError> {
-    let conn = Connection::system().await.map_err(SleepError::NoBus)?;
-    if !logind_present(&conn).await {
-        return Err(SleepError::NoLogind);
-    }
-    let rule = MatchRule::builder()
-        .msg_type(Type::Signal)
-        .sender(LOGIND)
-        .path(LOGIND_PATH)
-        .interface(MANAGER)
-        .member("PrepareForSleep")
-        .build()
-        .map_err(SleepError::Subscribe)?;
-    let mut signals = MessageStream::for_match_rule(rule, &conn, std::num::NonZeroUsize::new(16))
-        .await
-        .map_err(SleepError::Subscribe)?;
-    let mut lock = take_lock(&conn, board).await;
+    let logind = Logind::connect().await?;
+    let mut signals = logind.prepare_for_sleep().await?;
+    let mut lock = take_lock(&logind, board).await;
     crate::log_info!(
         "sleep and wake: following logind{}",
         if lock.is_some() {
@@ -105,11 +56,7 @@ async fn follow(placer: &Placer, board: &Board) -> Result<(), SleepError> {
             ""
         }
     );
-    while let Some(message) = signals.next().await {
-        let Ok(message) = message else { continue };
-        let Ok(going) = message.body().deserialize::<bool>() else {
-            continue;
-        };
+    while let Some(going) = signals.next().await {
         if going {
             board.update(|s| {
                 s.sleep = Some(format!(
@@ -129,7 +76,7 @@ async fn follow(placer: &Placer, board: &Board) -> Result<(), SleepError> {
         } else {
             placer.on_woken();
             if lock.is_none() {
-                lock = take_lock(&conn, board).await;
+                lock = take_lock(&logind, board).await;
             }
         }
     }
@@ -137,8 +84,8 @@ async fn follow(placer: &Placer, board: &Board) -> Result<(), SleepError> {
 }
 
 /// Take the delay lock and say in status how sleep is followed.
-async fn take_lock(conn: &Connection, board: &Board) -> Option<OwnedFd> {
-    let (lock, text) = match inhibit(conn).await {
+async fn take_lock(logind: &Logind, board: &Board) -> Option<OwnedFd> {
+    let (lock, text) = match logind.inhibit().await {
         Ok(fd) => (
             Some(fd),
             "logind: a delay lock lets GPU work finish before sleep; GPU workers restart on waking"
@@ -154,42 +101,6 @@ async fn take_lock(conn: &Connection, board: &Board) -> Option<OwnedFd> {
     };
     board.update(|s| s.sleep = Some(text));
     lock
-}
-
-/// Whether someone owns logind's name on the bus.
-async fn logind_present(conn: &Connection) -> bool {
-    let reply = conn
-        .call_method(
-            Some("org.freedesktop.DBus"),
-            "/org/freedesktop/DBus",
-            Some("org.freedesktop.DBus"),
-            "NameHasOwner",
-            &(LOGIND,),
-        )
-        .await;
-    reply
-        .ok()
-        .and_then(|m| m.body().deserialize::<bool>().ok())
-        .unwrap_or(false)
-}
-
-/// Take a delay lock on sleep.
-async fn inhibit(conn: &Connection) -> zbus::Result<OwnedFd> {
-    let reply = conn
-        .call_method(
-            Some(LOGIND),
-            LOGIND_PATH,
-            Some(MANAGER),
-            "Inhibit",
-            &(
-                "sleep",
-                "swictation",
-                "finishing speech recognition and releasing the GPU before sleep",
-                "delay",
-            ),
-        )
-        .await;
-    reply.and_then(|m| m.body().deserialize::<OwnedFd>())
 }
 
 /// Wait until the ASR worker is not busy with a request, at most [`DRAIN`]; whether it is idle.
