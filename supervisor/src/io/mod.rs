@@ -5,6 +5,7 @@ pub mod audio;
 pub mod capture;
 pub mod control;
 pub mod gpu;
+pub mod journal;
 pub mod launch;
 pub mod notify;
 pub mod output;
