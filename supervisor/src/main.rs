@@ -207,12 +207,65 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Text recovered from the speech journal after the daemon died: what was said before,
+    /// transcribed by the next start and kept here (see [journal] recovered).
+    Recovered {
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Copy all of it (one line each) to the clipboard.
+        #[arg(long)]
+        copy: bool,
+        /// Forget it afterwards.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Check everything swictation depends on: one row each, with the fix for what fails.
     Doctor {
         /// As JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `swictation recovered`: print the recovered text, optionally copy it and clear it.
+fn recovered(cfg: &Config, json: bool, copy: bool, clear: bool) -> Result<()> {
+    use swictation::io::recovered::RecoveredStore;
+    let store = RecoveredStore::new(&RecoveredStore::default_path());
+    let all = store.list()?;
+    for r in &all {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!("{}", r.text);
+        }
+    }
+    if all.is_empty() && !json {
+        eprintln!("nothing recovered ({})", store.path().display());
+    }
+    if copy && !all.is_empty() {
+        let mut out_cfg = cfg.output.clone();
+        out_cfg.mode = swictation::config::OutputMode::Clipboard;
+        let mut out = swictation::io::output::Output::open(
+            &out_cfg,
+            &swictation::io::output::Session::from_env(),
+        )?;
+        let text = all
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.write(&text)?;
+        eprintln!(
+            "copied {} recovered transcript(s) to the clipboard",
+            all.len()
+        );
+    }
+    if clear {
+        let n = store.clear()?;
+        eprintln!("cleared {n} recovered transcript(s)");
+    }
+    Ok(())
 }
 
 /// A worker role on the command line.
@@ -461,6 +514,10 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
             let (_, used) = Config::load(path.as_deref())?;
             println!("{}: ok", used.display());
             Ok(())
+        }
+        Command::Recovered { json, copy, clear } => {
+            let cfg = engine.load_config()?;
+            recovered(&cfg, json, copy, clear)
         }
         Command::Doctor { json } => {
             let config = Config::load(engine.config.as_deref());

@@ -286,7 +286,6 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     let state = tempfile_dir()?;
     let mut cfg = PipelineConfig::new(engine, SegmenterConfig::default());
     cfg.quarantine_dir = state.join("quarantine");
-    cfg.pending_dir = state.join("pending");
     let board = Board::new();
     let mut pipeline = Pipeline::new(cfg, board.clone());
     pipeline.start().await;

@@ -9,4 +9,5 @@ pub mod journal;
 pub mod launch;
 pub mod notify;
 pub mod output;
+pub mod recovered;
 pub mod worker;

@@ -1,6 +1,6 @@
 //! The ASR stage: segments in, transcripts out, in order, once.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use swictation_policy::segmenter::Segment;
 use swictation_proto::{Role, SAMPLE_RATE};
 use tokio::sync::{mpsc, watch};
 
-use super::{command, recv_opt, set_degraded, Inbox, PipelineConfig, Shared, StageCommand};
+use super::{command, recv_opt, set_degraded, Inbox, PipelineConfig, Queued, Shared, StageCommand};
 use crate::supervision::engine::SegmentText;
 use crate::supervision::placer::{Hold, Order};
 use crate::supervision::supervised::{CallError, Supervised};
@@ -22,34 +22,59 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The ASR stage's state: its worker, what it hears, and the segments waiting for it.
 pub(super) struct AsrStage<D> {
     sup: Supervised,
-    seg_rx: mpsc::UnboundedReceiver<Segment>,
+    seg_rx: mpsc::UnboundedReceiver<Queued>,
     deliver: D,
     commands: Option<mpsc::UnboundedReceiver<StageCommand>>,
     orders: mpsc::UnboundedReceiver<Order>,
     held: watch::Receiver<Option<Hold>>,
     shared: Shared,
     cfg: PipelineConfig,
-    /// Segments waiting, oldest first, with the failed attempts on each.
-    queue: VecDeque<(Segment, u32)>,
+    /// Segments waiting, oldest first, with the worker deaths on each.
+    queue: VecDeque<(Queued, u32)>,
     /// The segment queue has closed: no more segments will come.
     closed: bool,
     /// Requests are held by the placer (reported once per hold).
     holding: bool,
-    /// The worker keeps failing: segments wait on disk (reported once per outage).
+    /// The worker keeps failing: segments wait (reported once per outage).
     degraded: bool,
     quarantined: Vec<u64>,
-    on_disk: BTreeSet<u64>,
 }
+
+/// Indices given to segments replayed from the journal (an earlier run's own indices would
+/// collide with this run's).
+pub const REPLAYED_INDEX: u64 = 1 << 62;
 
 impl<D: FnMut(SegmentText) + Send + 'static> AsrStage<D> {
     pub(super) fn new(
         sup: Supervised,
-        seg_rx: mpsc::UnboundedReceiver<Segment>,
+        seg_rx: mpsc::UnboundedReceiver<Queued>,
         deliver: D,
         inbox: Inbox,
         shared: Shared,
-        cfg: PipelineConfig,
+        mut cfg: PipelineConfig,
     ) -> Self {
+        // What an earlier run left is transcribed first, in the order it was spoken.
+        let mut queue = VecDeque::new();
+        for (i, e) in std::mem::take(&mut cfg.replay).into_iter().enumerate() {
+            let seg = Segment {
+                index: REPLAYED_INDEX + i as u64,
+                start: e.start,
+                end: e.end,
+                samples: e.samples,
+                forced_split: false,
+                speech_start: e.speech_start,
+                speech_end: e.speech_end,
+            };
+            shared.counters.queued.fetch_add(1, Ordering::Relaxed);
+            queue.push_back((
+                Queued {
+                    seg,
+                    journal: Some(e.id),
+                    recovered: true,
+                },
+                0,
+            ));
+        }
         Self {
             sup,
             seg_rx,
@@ -59,12 +84,11 @@ impl<D: FnMut(SegmentText) + Send + 'static> AsrStage<D> {
             held: inbox.held.unwrap_or_else(|| watch::channel(None).1),
             shared,
             cfg,
-            queue: VecDeque::new(),
+            queue,
             closed: false,
             holding: false,
             degraded: false,
             quarantined: Vec::new(),
-            on_disk: BTreeSet::new(),
         }
     }
 
@@ -163,26 +187,23 @@ impl<D: FnMut(SegmentText) + Send + 'static> AsrStage<D> {
     }
 
     /// Make sure a proven worker is running; while it keeps failing, the stage runs degraded
-    /// and the waiting segments are kept on disk.
+    /// (the waiting segments are in the journal, when there is one).
     async fn worker_ready(&mut self) -> bool {
         let (board, counters) = (&self.shared.board, &self.shared.counters);
         if let Err(f) = self.sup.ensure_ready().await {
             if matches!(f.decision, Verdict::Escalate { .. }) && !self.degraded {
                 self.degraded = true;
                 crate::log_error!(
-                    "ASR worker keeps failing ({}): keeping speech on disk until it recovers",
-                    f.class
+                    "ASR worker keeps failing ({}): {} segment(s) wait {} until it recovers",
+                    f.class,
+                    self.queue.len(),
+                    if self.cfg.journal.is_some() {
+                        "in the journal"
+                    } else {
+                        "in memory"
+                    }
                 );
                 set_degraded(board, counters, Role::Asr, true);
-            }
-            if self.degraded {
-                for (s, _) in &self.queue {
-                    if self.on_disk.insert(s.index) {
-                        if let Err(e) = keep_pending(&self.cfg.pending_dir, s) {
-                            crate::log_warn!("cannot keep segment {} on disk: {e:#}", s.index);
-                        }
-                    }
-                }
             }
             return false;
         }
@@ -199,52 +220,63 @@ impl<D: FnMut(SegmentText) + Send + 'static> AsrStage<D> {
 
     /// Transcribe the oldest waiting segment: deliver it, or count the failure against it.
     async fn transcribe_front(&mut self) {
-        let Some((seg, _)) = self.queue.front() else {
+        let Some((q, _)) = self.queue.front() else {
             return;
         };
-        let result = self.sup.transcribe(seg.index, seg.samples.clone()).await;
+        let result = self
+            .sup
+            .transcribe(q.seg.index, q.seg.samples.clone())
+            .await;
         match result {
             Ok(text) => {
-                let Some((seg, _)) = self.queue.pop_front() else {
+                let Some((q, _)) = self.queue.pop_front() else {
                     return;
                 };
-                if self.on_disk.remove(&seg.index) {
-                    let _ = std::fs::remove_file(
-                        self.cfg.pending_dir.join(format!("{:08}.wav", seg.index)),
-                    );
-                }
                 let counters = &self.shared.counters;
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 counters.queued.fetch_sub(1, Ordering::Relaxed);
-                (self.deliver)(SegmentText::new(&seg, text));
+                let mut t = SegmentText::new(&q.seg, text);
+                t.journal = q.journal;
+                t.recovered = q.recovered;
+                (self.deliver)(t);
             }
-            Err(e) => self.failed(e),
+            Err(CallError::Failed(f)) => {
+                // The worker died (or hung and was killed) on this segment: a second death
+                // quarantines it.
+                let Some((_, deaths)) = self.queue.front_mut() else {
+                    return;
+                };
+                *deaths += 1;
+                if *deaths >= 2 {
+                    self.quarantine_front(&format!("killed the worker twice: {}", f.class));
+                }
+            }
+            Err(CallError::Rejected(m)) => {
+                // An error reply: the worker lives and would refuse it again; the segment is set
+                // aside with the reason rather than retried.
+                crate::log_warn!("the ASR worker refused a segment: {m}");
+                self.quarantine_front(&format!("refused by the worker: {m}"));
+            }
         }
     }
 
-    /// The oldest segment's request failed: a second failure quarantines it.
-    fn failed(&mut self, e: CallError) {
-        let reason = match &e {
-            CallError::Failed(f) => format!("{}: {}", f.class, f.reason),
-            CallError::Rejected(m) => format!("rejected: {m}"),
-        };
-        let Some((_, attempts)) = self.queue.front_mut() else {
+    /// Set the oldest segment aside (WAV + JSON), with `reason`.
+    fn quarantine_front(&mut self, reason: &str) {
+        let Some((q, _)) = self.queue.pop_front() else {
             return;
         };
-        *attempts += 1;
-        if *attempts < 2 {
-            return;
-        }
-        let Some((seg, _)) = self.queue.pop_front() else {
-            return;
-        };
+        let seg = q.seg;
         let counters = &self.shared.counters;
         counters.quarantined.fetch_add(1, Ordering::Relaxed);
         counters.queued.fetch_sub(1, Ordering::Relaxed);
         self.quarantined.push(seg.index);
-        let path = quarantine(&self.cfg.quarantine_dir, &seg, &reason);
+        let path = quarantine(&self.cfg.quarantine_dir, &seg, reason);
+        if let (Ok(_), Some(j), Some(id)) = (&path, &self.cfg.journal, &q.journal) {
+            // The quarantine holds it now.
+            j.retire(id);
+        }
         crate::log_error!(
-            "segment {} failed twice ({reason}); quarantined at {}",
+            "segment {} set aside ({reason}); quarantined at {}",
             seg.index,
             path.as_ref()
                 .map(|p| p.display().to_string())
@@ -252,14 +284,6 @@ impl<D: FnMut(SegmentText) + Send + 'static> AsrStage<D> {
         );
         self.shared.board.update(|s| s.quarantined += 1);
     }
-}
-
-/// Keep a segment that is waiting for ASR on disk (16-bit WAV), so a supervisor restart or a long
-/// outage does not lose it.
-fn keep_pending(dir: &std::path::Path, seg: &Segment) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    crate::io::audio::write_wav(&dir.join(format!("{:08}.wav", seg.index)), &seg.samples)?;
-    Ok(())
 }
 
 /// Write a quarantined segment as WAV plus a JSON description; returns the WAV's path.

@@ -7,7 +7,10 @@
 //! - audio that arrives while the VAD worker restarts waits in the audio queue and is replayed,
 //!   so speech spanning a crash is still segmented; frames in flight are sent again;
 //! - if the VAD worker cannot be kept running, an energy detector in the supervisor takes over;
-//!   if the ASR worker cannot, segments wait on disk until it returns. Both are reported.
+//!   if the ASR worker cannot, segments wait until it returns. Both are reported;
+//! - with a journal ([`PipelineConfig::journal`]), every segment is on disk from the moment the
+//!   segmenter closes it (the open one as a draft, flushed every [`vad::DRAFT_EVERY`]) until its
+//!   transcript has been delivered, and what an earlier run left is transcribed first.
 //!
 //! One file per stage: [`vad`] (audio → segments) and [`asr`] (segments → transcripts); what
 //! they share (configuration, commands, counters) is here.
@@ -26,6 +29,7 @@ use serde::Serialize;
 use swictation_proto::{Fault, Role};
 use tokio::sync::{mpsc, watch};
 
+use crate::io::journal::{Entry, Journal};
 use crate::io::launch::LaunchConfig;
 use crate::report::board::Board;
 use crate::report::status::DaemonState;
@@ -49,8 +53,10 @@ pub struct PipelineConfig {
     pub policy: RestartPolicy,
     /// Where segments that killed the ASR worker twice are kept (WAV + JSON).
     pub quarantine_dir: PathBuf,
-    /// Where segments wait while no ASR worker can run.
-    pub pending_dir: PathBuf,
+    /// The speech journal (none: segments are kept in memory only, as the soak does).
+    pub journal: Option<Journal>,
+    /// Entries an earlier run left in the journal: transcribed first, before new speech.
+    pub replay: Vec<Entry>,
 }
 
 impl PipelineConfig {
@@ -62,7 +68,8 @@ impl PipelineConfig {
             segmenter,
             policy: RestartPolicy::default(),
             quarantine_dir: state.join("quarantine"),
-            pending_dir: state.join("pending"),
+            journal: None,
+            replay: Vec::new(),
         }
     }
 }
@@ -200,8 +207,8 @@ impl Pipeline {
     /// Prepare both workers (nothing starts until [`Pipeline::start`]).
     pub fn new(cfg: PipelineConfig, board: Board) -> Self {
         let canary = Canary::installed();
-        if canary.is_none() {
-            crate::log_warn!("canary clip goforward.raw not installed: readiness is proven by the handshake only (run deploy/setup.sh)");
+        if let Err(why) = &canary {
+            crate::log_error!("{why}");
         }
         let e = &cfg.engine;
         let launch = Arc::new(e.clone());
@@ -285,7 +292,7 @@ impl Pipeline {
         let (asr_orders_tx, asr_orders) = mpsc::unbounded_channel::<Order>();
         let held = placer.as_ref().map(|p| p.held());
         let monitor = placer.map(|p| {
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 let mut every = tokio::time::interval(PLACEMENT_EVERY);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -301,13 +308,16 @@ impl Pipeline {
                         };
                     }
                 }
-            })
+            }))
         });
-        let (seg_tx, seg_rx) = mpsc::unbounded_channel::<Segment>();
+        let (seg_tx, seg_rx) = mpsc::unbounded_channel::<Queued>();
         let shared = Shared { board, counters };
-        let vad_task = tokio::spawn(vad::run(
+        // If this future is dropped (the daemon gives up waiting on a stop), the stages go too,
+        // and with them the workers (killed on drop).
+        let mut vad_task = AbortOnDrop(tokio::spawn(vad::run(
             vad,
             cfg.segmenter.clone(),
+            cfg.journal.clone(),
             audio,
             seg_tx,
             Inbox {
@@ -316,8 +326,8 @@ impl Pipeline {
                 held: None,
             },
             shared.clone(),
-        ));
-        let asr_task = tokio::spawn(
+        )));
+        let mut asr_task = AbortOnDrop(tokio::spawn(
             asr::AsrStage::new(
                 asr,
                 seg_rx,
@@ -331,12 +341,10 @@ impl Pipeline {
                 cfg,
             )
             .run(),
-        );
-        let mut vad = vad_task.await.context("VAD stage panicked")?;
-        let (mut asr, quarantined) = asr_task.await.context("ASR stage panicked")?;
-        if let Some(m) = monitor {
-            m.abort();
-        }
+        ));
+        let mut vad = (&mut vad_task.0).await.context("VAD stage panicked")?;
+        let (mut asr, quarantined) = (&mut asr_task.0).await.context("ASR stage panicked")?;
+        drop(monitor);
         tokio::join!(vad.shutdown(), asr.shutdown());
         let stats = |s: &Supervised| s.stats().lock().map(|s| s.clone()).unwrap_or_default();
         let counters = shared.counters;
@@ -347,6 +355,15 @@ impl Pipeline {
             vad: stats(&vad),
             asr: stats(&asr),
         })
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -382,6 +399,15 @@ struct Inbox {
     commands: Option<mpsc::UnboundedReceiver<StageCommand>>,
     orders: mpsc::UnboundedReceiver<Order>,
     held: Option<watch::Receiver<Option<Hold>>>,
+}
+
+/// A segment on its way to the ASR stage, with its journal entry.
+struct Queued {
+    seg: Segment,
+    /// The entry that keeps it on disk, to be retired once its text is delivered.
+    journal: Option<String>,
+    /// Replayed from an earlier run's journal.
+    recovered: bool,
 }
 
 /// What both stages report to: the status board and the pipeline's counters.

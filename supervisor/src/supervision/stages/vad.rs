@@ -9,12 +9,17 @@ use swictation_policy::segmenter::{Segment, Segmenter, SegmenterConfig};
 use swictation_proto::{Role, VAD_FRAME};
 use tokio::sync::mpsc;
 
-use super::{command, energy_probability, recv_opt, set_degraded, Inbox, Shared};
+use super::{command, energy_probability, recv_opt, set_degraded, Inbox, Queued, Shared};
+use crate::io::journal::{Journal, Span};
 use crate::supervision::placer::Order;
 use crate::supervision::supervised::{CallError, Supervised};
 
 /// Most frames sent in one VAD request (2 s): bounds the deadline and the replay on a failure.
 const MAX_BATCH_FRAMES: usize = 64;
+
+/// How often the open segment's audio is rewritten to the journal while it grows: what a crash
+/// in the middle of an utterance can lose.
+pub(super) const DRAFT_EVERY: Duration = Duration::from_millis(500);
 
 /// Longest a VAD move waits for a pause in speech.
 const ORDER_PATIENCE: Duration = Duration::from_secs(5);
@@ -24,8 +29,9 @@ const ORDER_PATIENCE: Duration = Duration::from_secs(5);
 pub(super) async fn run(
     mut sup: Supervised,
     cfg: SegmenterConfig,
+    journal: Option<Journal>,
     mut audio: mpsc::Receiver<Vec<f32>>,
-    seg_tx: mpsc::UnboundedSender<Segment>,
+    seg_tx: mpsc::UnboundedSender<Queued>,
     inbox: Inbox,
     shared: Shared,
 ) -> Supervised {
@@ -42,11 +48,21 @@ pub(super) async fn run(
     let mut pending: VecDeque<f32> = VecDeque::new();
     let mut energy = false;
     let mut done = false;
-    let emit = |segments: Vec<Segment>| {
+    let mut kept = ToJournal {
+        journal,
+        draft: None,
+        last_flush: Instant::now(),
+    };
+    let emit = |kept: &mut ToJournal, segments: Vec<Segment>| {
         for s in segments {
             counters.segments_in.fetch_add(1, Ordering::Relaxed);
             counters.queued.fetch_add(1, Ordering::Relaxed);
-            let _ = seg_tx.send(s);
+            let journal = kept.close(&s);
+            let _ = seg_tx.send(Queued {
+                seg: s,
+                journal,
+                recovered: false,
+            });
         }
     };
     while !done {
@@ -58,6 +74,9 @@ pub(super) async fn run(
                 }
                 continue;
             }
+            // Wake at least every DRAFT_EVERY, so the open segment's draft is rewritten even
+            // while no audio arrives.
+            _ = tokio::time::sleep(DRAFT_EVERY) => {}
             Some(o) = orders.recv() => {
                 // Carried out below, at once if no speech is in progress.
                 order = Some((o, Instant::now()));
@@ -139,10 +158,68 @@ pub(super) async fn run(
             };
             pending.drain(..n);
             for (frame, p) in frames.chunks_exact(VAD_FRAME).zip(probs) {
-                emit(seg.push(frame, p));
+                emit(&mut kept, seg.push(frame, p));
+                kept.drop_abandoned(&seg);
             }
         }
+        kept.flush_open(&seg);
     }
-    emit(seg.finish());
+    emit(&mut kept, seg.finish());
+    kept.drop_abandoned(&seg);
     sup
+}
+
+/// The VAD stage's side of the journal: each closed segment is appended, and the open one is
+/// kept as a draft, rewritten at least every [`DRAFT_EVERY`] while it grows.
+struct ToJournal {
+    journal: Option<Journal>,
+    /// The open segment's entry stem, once its draft has been written.
+    draft: Option<String>,
+    last_flush: Instant,
+}
+
+impl ToJournal {
+    /// Keep closed segment `s` (replacing its draft); its entry's id.
+    fn close(&mut self, s: &Segment) -> Option<String> {
+        let j = self.journal.as_ref()?;
+        let stem = self.draft.take().unwrap_or_else(|| j.next_stem());
+        let span = Span {
+            start: s.start,
+            end: s.end,
+            speech_start: s.speech_start,
+            speech_end: s.speech_end,
+        };
+        Some(j.put(&stem, false, span, s.samples.clone()))
+    }
+
+    /// Rewrite the open segment's draft if the last one is [`DRAFT_EVERY`] old.
+    fn flush_open(&mut self, seg: &Segmenter) {
+        let Some(j) = &self.journal else { return };
+        if self.last_flush.elapsed() < DRAFT_EVERY {
+            return;
+        }
+        let Some((start, speech_start, samples)) = seg.open_audio() else {
+            return;
+        };
+        self.last_flush = Instant::now();
+        let stem = self.draft.get_or_insert_with(|| j.next_stem()).clone();
+        let end = start + samples.len() as u64;
+        let span = Span {
+            start,
+            end,
+            speech_start,
+            speech_end: end,
+        };
+        j.put(&stem, true, span, samples.to_vec());
+    }
+
+    /// The open segment ended without becoming a segment (too short: noise): its draft goes.
+    fn drop_abandoned(&mut self, seg: &Segmenter) {
+        if seg.in_speech() {
+            return;
+        }
+        if let (Some(j), Some(stem)) = (&self.journal, self.draft.take()) {
+            j.retire(&format!("{stem}.draft"));
+        }
+    }
 }
