@@ -1,6 +1,9 @@
 //! `swictation soak`: loop real speech through the supervised pipeline while faults are injected
 //! into random workers (from inside, over the protocol) and inflicted from outside (SIGKILL,
-//! SIGSTOP), then check that nothing was lost, duplicated or leaked.
+//! SIGSTOP, the ASR worker killed while it is inside a request), then check that nothing was lost,
+//! duplicated or leaked, that the words that come out are the words that went in (word error rate
+//! against the clips' reference texts), that the speech seconds delivered match those fed, that
+//! nothing was quarantined that no fault planned, and that the supervisor's memory did not grow.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -136,7 +139,24 @@ pub struct SoakReport {
     pub fds: (usize, usize),
     /// Zombie children left after shutdown.
     pub zombies: usize,
+    /// Word errors of everything delivered against the reference texts of the clips fed.
+    pub word_errors: usize,
+    /// Words in those reference texts.
+    pub words: usize,
+    /// Seconds of recorded speech fed (whole clips only).
+    pub speech_in_s: f64,
+    /// Seconds of audio in the segments delivered.
+    pub speech_out_s: f64,
+    /// Faults inflicted on the ASR worker while it was inside a request.
+    pub mid_request: u32,
 }
+
+/// Most word errors allowed, percent of the reference words (base-en makes about 3 % on the
+/// clips; a lost, duplicated or wrong segment makes far more).
+pub const MAX_WER_PCT: usize = 10;
+
+/// Most supervisor memory growth allowed over a soak, MiB.
+pub const MAX_RSS_GROWTH_MB: u64 = 150;
 
 impl SoakReport {
     /// Total faults inflicted.
@@ -168,6 +188,30 @@ impl SoakReport {
         if self.segments_in == 0 {
             v.push("no speech was segmented".into());
         }
+        if self.word_errors * 100 > self.words * MAX_WER_PCT {
+            v.push(format!(
+                "wrong text: {} word errors in {} words (more than {MAX_WER_PCT} %)",
+                self.word_errors, self.words
+            ));
+        }
+        if self.speech_out_s < 0.8 * self.speech_in_s {
+            v.push(format!(
+                "audio lost: {:.1} s of speech fed, {:.1} s delivered",
+                self.speech_in_s, self.speech_out_s
+            ));
+        }
+        if self.quarantined > 0 {
+            v.push(format!(
+                "{} unplanned quarantine(s) (no fault was aimed at one segment twice)",
+                self.quarantined
+            ));
+        }
+        let growth = self.rss_mb.1.saturating_sub(self.rss_mb.0);
+        if growth > MAX_RSS_GROWTH_MB {
+            v.push(format!(
+                "supervisor memory grew {growth} MiB (bound {MAX_RSS_GROWTH_MB})"
+            ));
+        }
         v
     }
 
@@ -194,6 +238,26 @@ impl SoakReport {
         row(&mut t, "duplicated", self.duplicated.to_string());
         row(&mut t, "out of order", self.out_of_order.to_string());
         row(&mut t, "quarantined", self.quarantined.to_string());
+        row(
+            &mut t,
+            "word errors",
+            format!(
+                "{} in {} words ({:.1} %)",
+                self.word_errors,
+                self.words,
+                100.0 * self.word_errors as f64 / self.words.max(1) as f64
+            ),
+        );
+        row(
+            &mut t,
+            "speech in → out",
+            format!("{:.1} s → {:.1} s", self.speech_in_s, self.speech_out_s),
+        );
+        row(
+            &mut t,
+            "asr faults mid-request",
+            self.mid_request.to_string(),
+        );
         for (role, s) in [("vad", &self.vad), ("asr", &self.asr)] {
             let by_class: Vec<String> =
                 s.restarts.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -278,10 +342,14 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     let speech_dir = swictation_proto::paths::speech_dir().join("librivox");
     let clips = crate::cli::bench::librivox_clips(&speech_dir)?;
     let mut speech = Vec::new();
-    for (path, _) in &clips {
-        speech.extend(audio::load(path)?.samples);
-        speech.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
+    for (path, text) in &clips {
+        let mut s = audio::load(path)?.samples;
+        let secs = s.len() as f64 / f64::from(audio::RATE);
+        s.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
+        speech.push((s, text.clone(), secs));
     }
+    // What was fed: (reference text, seconds), whole clips only.
+    let fed: Arc<Mutex<Vec<(String, f64)>>> = Arc::default();
 
     let state = tempfile_dir()?;
     let mut cfg = PipelineConfig::new(engine, SegmenterConfig::default());
@@ -296,27 +364,36 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(600);
     let deadline = Instant::now() + args.duration;
     let fast = args.fast;
+    let fed_by_source = fed.clone();
     let source = tokio::spawn(async move {
         let chunk = audio::RATE as usize / 10;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // Whole clips only, so the words fed are known exactly.
         'outer: loop {
-            for part in speech.chunks(chunk) {
+            for (clip, text, secs) in &speech {
                 if Instant::now() >= deadline {
                     break 'outer;
                 }
-                if !fast {
-                    tick.tick().await;
+                for part in clip.chunks(chunk) {
+                    if !fast {
+                        tick.tick().await;
+                    }
+                    if audio_tx.send(part.to_vec()).await.is_err() {
+                        break 'outer;
+                    }
                 }
-                if audio_tx.send(part.to_vec()).await.is_err() {
-                    break 'outer;
+                if let Ok(mut f) = fed_by_source.lock() {
+                    f.push((text.clone(), *secs));
                 }
             }
         }
     });
 
     let faults: Arc<Mutex<BTreeMap<(String, &'static str), u32>>> = Arc::default();
+    let mid_request: Arc<Mutex<u32>> = Arc::default();
     let fault_task = {
         let faults = faults.clone();
+        let mid_request = mid_request.clone();
         let board = board.clone();
         let control: StageControl = control.clone();
         let (every, seed) = (args.fault_every, args.seed);
@@ -337,6 +414,27 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
                 let inflicted = match what.fault() {
                     Some(f) => control.for_role(role).send(StageCommand::Inject(f)).is_ok(),
                     None => {
+                        // Aimed at a request in progress: wait (a little) for the ASR worker
+                        // to be inside one.
+                        let mut busy = false;
+                        if role == Role::Asr {
+                            let until = Instant::now() + Duration::from_secs(3);
+                            while Instant::now() < until && !busy {
+                                busy = board
+                                    .snapshot()
+                                    .workers
+                                    .iter()
+                                    .any(|w| w.role == role.as_str() && w.state == "busy");
+                                if !busy {
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                            }
+                        }
+                        if busy {
+                            if let Ok(mut m) = mid_request.lock() {
+                                *m += 1;
+                            }
+                        }
                         let pid = board
                             .snapshot()
                             .workers
@@ -365,14 +463,14 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         })
     };
 
-    let delivered: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let delivered: Arc<Mutex<Vec<(u64, String, f64)>>> = Arc::default();
     let seen = delivered.clone();
     let report = pipeline
         .run(
             audio_rx,
             move |s| {
                 if let Ok(mut d) = seen.lock() {
-                    d.push(s.index);
+                    d.push((s.index, s.text.trim().to_owned(), s.end - s.start));
                 }
             },
             Some(receivers),
@@ -384,7 +482,20 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     // Give the reaper a moment: zombies are counted after the workers were waited for.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let delivered = delivered.lock().map(|d| d.clone()).unwrap_or_default();
+    let delivered_all = delivered.lock().map(|d| d.clone()).unwrap_or_default();
+    let delivered: Vec<u64> = delivered_all.iter().map(|d| d.0).collect();
+    let fed = fed.lock().map(|f| f.clone()).unwrap_or_default();
+    let reference = fed
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let said = delivered_all
+        .iter()
+        .map(|d| d.1.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (word_errors, words) = swictation_policy::wer::word_errors(&reference, &said);
     let unique: BTreeSet<u64> = delivered.iter().copied().collect();
     let quarantined: BTreeSet<u64> = report.quarantined.iter().copied().collect();
     let accounted = unique.union(&quarantined).count() as u64;
@@ -405,6 +516,11 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         ),
         fds: (fds_start, open_fds()),
         zombies: zombie_children(),
+        word_errors,
+        words,
+        speech_in_s: fed.iter().map(|f| f.1).sum(),
+        speech_out_s: delivered_all.iter().map(|d| d.2).sum(),
+        mid_request: mid_request.lock().map(|m| *m).unwrap_or(0),
     };
     let _ = std::fs::remove_dir_all(&state);
     Ok(soak)
@@ -446,6 +562,11 @@ mod tests {
             segments_in: 10,
             transcripts_out: 10,
             fds: (9, 9),
+            words: 100,
+            word_errors: 3,
+            speech_in_s: 10.0,
+            speech_out_s: 10.5,
+            rss_mb: (20, 60),
             ..Default::default()
         };
         assert!(ok.violations().is_empty());
@@ -455,10 +576,25 @@ mod tests {
             duplicated: 2,
             fds: (9, 11),
             zombies: 1,
+            words: 100,
+            word_errors: 30,
+            speech_in_s: 10.0,
+            speech_out_s: 5.0,
+            quarantined: 1,
+            rss_mb: (20, 400),
             ..Default::default()
         };
         let v = bad.violations().join("; ");
-        for word in ["lost", "duplicated", "leaked", "zombie"] {
+        for word in [
+            "lost",
+            "duplicated",
+            "leaked",
+            "zombie",
+            "wrong text",
+            "audio lost",
+            "unplanned quarantine",
+            "memory grew",
+        ] {
             assert!(v.contains(word), "{v}");
         }
     }

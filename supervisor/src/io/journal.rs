@@ -13,6 +13,9 @@
 //!   the directory fsync-ed: only then does it count as kept. A reader never sees half a file
 //!   under an entry's name; one that does not parse anyway is moved to `journal/damaged/`.
 //! - The disk work happens on one keeper thread: the audio path never waits on fsync.
+//! - One daemon at a time: the journal is locked (`.lock`, an advisory lock held while the
+//!   handle lives), so a second daemon (a file run beside the service) never replays or retires
+//!   the first one's live entries.
 //! - A size cap: an entry that would take the journal past it is not written, and that is
 //!   reported ([`JournalHealth::problem`]); nothing already kept is ever deleted to make room.
 
@@ -176,6 +179,8 @@ pub struct Journal {
     seq: Arc<AtomicU64>,
     tx: mpsc::Sender<Op>,
     health: Arc<Mutex<JournalHealth>>,
+    /// Held (locked) while any handle lives.
+    _lock: Arc<File>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -218,6 +223,19 @@ impl Journal {
             );
         }
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(".lock"))
+            .with_context(|| format!("opening the journal's lock in {}", dir.display()))?;
+        if let Err(e) = lock.try_lock() {
+            bail!(
+                "the journal {} is in use by another swictation daemon ({e})",
+                dir.display()
+            );
+        }
         let mut found: BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
         for e in fs::read_dir(dir)? {
             let path = e?.path();
@@ -304,6 +322,7 @@ impl Journal {
                 seq: Arc::new(AtomicU64::new(0)),
                 tx,
                 health,
+                _lock: Arc::new(lock),
             },
             entries,
             damaged,
@@ -550,15 +569,28 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(fs::metadata(dir.path()).unwrap().mode() & 0o777, 0o700);
         assert_eq!(j.health().entries, 2, "the draft of {a} was replaced");
+        drop(j);
         let o2 = Journal::open(dir.path(), 1 << 30).unwrap();
         let ids: Vec<_> = o2.entries.iter().map(|e| e.id.clone()).collect();
         assert_eq!(ids, vec![a_id.clone(), b_id.clone()]);
         assert_eq!(o2.entries[0].samples, vec![0.25; 160]);
         assert!(o2.entries[1].draft);
         assert_ne!(o2.journal.next_stem(), a, "stems never repeat across runs");
-        j.retire(&a_id);
-        j.flush();
+        o2.journal.retire(&a_id);
+        o2.journal.flush();
         assert!(!dir.path().join(&a_id).exists());
+    }
+
+    #[test]
+    fn one_daemon_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Journal::open(dir.path(), 1 << 30).unwrap().journal;
+        let second = Journal::open(dir.path(), 1 << 30)
+            .err()
+            .map(|e| e.to_string());
+        assert!(second.is_some_and(|e| e.contains("in use")));
+        drop(first);
+        assert!(Journal::open(dir.path(), 1 << 30).is_ok());
     }
 
     #[test]
@@ -568,6 +600,7 @@ mod tests {
         let good = j.put(&j.next_stem(), false, span(), vec![0.5; 64]);
         let torn = j.put(&j.next_stem(), false, span(), vec![0.5; 64]);
         j.flush();
+        drop(j);
         let p = dir.path().join(&torn);
         let b = fs::read(&p).unwrap();
         fs::write(&p, &b[..b.len() - 7]).unwrap();
