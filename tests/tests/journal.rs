@@ -55,6 +55,22 @@ fn speech(clips: &[(PathBuf, String)]) -> (Vec<u8>, Vec<u8>) {
     (raw(&closed), raw(&open))
 }
 
+/// No transcript (of three words or more) appears in any of `logs`.
+fn assert_no_text_in(logs: &[&str], texts: &[String]) {
+    for t in texts {
+        let words: Vec<&str> = t.split_whitespace().collect();
+        for w in words.windows(3) {
+            let phrase = w.join(" ");
+            for log in logs {
+                assert!(
+                    !log.to_lowercase().contains(&phrase.to_lowercase()),
+                    "transcript text {phrase:?} in a log:\n{log}"
+                );
+            }
+        }
+    }
+}
+
 fn silence_wav(dir: &Path) -> PathBuf {
     let p = dir.join("silence.wav");
     swictation::io::audio::write_wav(&p, &vec![0.0f32; 16_000]).expect("write silence");
@@ -156,7 +172,7 @@ fn supervisor_killed_while_asr_is_busy_and_a_segment_is_open_loses_nothing() {
         std::thread::sleep(Duration::from_millis(10));
     }
     d.signal(Signal::SIGKILL);
-    let (_, before_kill, _) = d.wait(Duration::from_secs(10));
+    let (_, before_kill, killed_log) = d.wait(Duration::from_secs(10));
     drop(stdin);
     let mut got = transcript_lines(&before_kill);
     let (segs, drafts) = journal_files(&jdir);
@@ -168,6 +184,8 @@ fn supervisor_killed_while_asr_is_busy_and_a_segment_is_open_loses_nothing() {
     let rec_len = rec.len();
     assert!(!rec.is_empty(), "nothing recovered; log:\n{log}");
     got.extend(rec);
+    // Privacy: no transcript in any log, through the kill and the replay.
+    assert_no_text_in(&[&clean_log, &killed_log, &log], &got);
     // Every word once, against the clean run, within one word per segment.
     let (errors, words) = wer::word_errors(&clean_text.join(" "), &got.join(" "));
     assert!(
@@ -217,6 +235,8 @@ fn with_an_asr_that_never_loads_end_of_input_and_sigterm_end_within_the_bound() 
         "took {took:?} to end after end of input:\n{log}"
     );
     assert!(log.contains("stay in the journal"), "{log}");
+    // The degraded VAD mode: past the intensity limit, speech is segmented by energy.
+    assert!(log.contains("segmenting by energy"), "{log}");
     let (segs, _) = journal_files(&journal_dir(&env));
     assert!(segs >= 1, "the speech is not in the journal:\n{log}");
 
@@ -362,4 +382,74 @@ fn a_full_disk_is_reported_clearly_and_dictation_goes_on() {
         errors * 10 <= words,
         "{errors}/{words} errors: {got}\n{log}"
     );
+}
+
+#[test]
+fn a_segment_that_kills_the_asr_worker_twice_is_quarantined_as_wav_and_json() {
+    let _serial = serial();
+    let clips = librivox();
+    let env = TestEnv::new();
+    // A frozen worker is killed as hung after 1 s plus 2 s per second of audio.
+    env.write_config("[supervision]\nhang_timeout_s = 1\nstop_timeout_s = 5\n");
+    let mut d = DaemonProcess::spawn(
+        env.cmd()
+            .args(["run", "--input", "-"])
+            .stdin(Stdio::piped()),
+    );
+    env.wait_status("ready", Duration::from_secs(120), |s| {
+        s["state"] == "listening"
+    });
+    let mut stdin = d.child.stdin.take().expect("stdin");
+    speak(&mut stdin, &clips[0].0);
+    // Freeze the ASR worker inside the request, twice: two deaths on the same segment.
+    let mut frozen = Vec::new();
+    for round in 0..2 {
+        let s = env.wait_status("the ASR worker busy", Duration::from_secs(120), |s| {
+            let w = worker(s, "asr");
+            w["state"] == "busy" && w["pid"].as_u64().is_some_and(|p| !frozen.contains(&p))
+        });
+        let pid = worker(&s, "asr")["pid"].as_u64().expect("pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP)
+            .unwrap_or_else(|e| panic!("round {round}: SIGSTOP {pid}: {e}"));
+        frozen.push(pid);
+    }
+    let qdir = env.state.join("swictation/quarantine");
+    let start = Instant::now();
+    let found = loop {
+        let names: Vec<String> = std::fs::read_dir(&qdir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.iter().any(|n| n.ends_with(".wav")) && names.iter().any(|n| n.ends_with(".json")) {
+            break names;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no quarantined WAV + JSON in {}; log:\n{}",
+            qdir.display(),
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let json = found.iter().find(|n| n.ends_with(".json")).expect("json");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(qdir.join(json)).expect("read json")).expect("json");
+    assert!(
+        meta["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("killed the worker twice")),
+        "{meta}"
+    );
+    // Dictation goes on: the next clip is transcribed.
+    speak(&mut stdin, &clips[1].0);
+    let lines = d.wait_transcripts(1, Duration::from_secs(120));
+    assert_recognised(&lines[lines.len() - 1..], &clips[1..2]);
+    drop(stdin);
+    let (st, _, log) = d.wait(Duration::from_secs(60));
+    assert!(st.success(), "{log}");
+    // Its journal entry went with it into the quarantine.
+    let (segs, drafts) = journal_files(&journal_dir(&env));
+    assert_eq!((segs, drafts.len()), (0, 0), "{log}");
 }
