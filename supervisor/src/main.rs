@@ -170,6 +170,10 @@ enum Command {
         /// Fail unless at least this many faults were inflicted.
         #[arg(long, default_value_t = 0)]
         min_faults: u32,
+        /// Then SIGKILL the supervisor itself this many times while ASR is busy, restarting it
+        /// as systemd would, and check every word spoken before each kill comes out once.
+        #[arg(long, default_value_t = 1)]
+        supervisor_kills: u32,
     },
     /// What the running daemon is doing: state, audio, workers, GPU, queue, latencies.
     Status {
@@ -447,6 +451,7 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
             seed,
             fast,
             min_faults,
+            supervisor_kills,
         } => {
             let cfg = daemon::engine_config(&engine.load_config()?, true);
             let report = swictation::cli::soak::run(
@@ -459,8 +464,18 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
                 },
             )
             .await?;
-            println!("{}", report.table());
+            let kills = if supervisor_kills > 0 {
+                tokio::task::spawn_blocking(move || {
+                    swictation::cli::soak::supervisor_kills(supervisor_kills)
+                })
+                .await
+                .context("supervisor kills")??
+            } else {
+                swictation::cli::soak::KillReport::default()
+            };
+            println!("{}{}", report.table(), kills.table());
             let mut violations = report.violations();
+            violations.extend(kills.violations());
             if report.fault_count() < min_faults {
                 violations.push(format!(
                     "only {} faults inflicted (wanted {min_faults})",

@@ -526,6 +526,200 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     Ok(soak)
 }
 
+/// What the supervisor-kill part of the soak found: the daemon (`swictation run --input -`, as a
+/// separate process) SIGKILLed while ASR is busy, `kills` times, then started again.
+#[derive(Debug, Default)]
+pub struct KillReport {
+    /// Supervisor SIGKILLs inflicted.
+    pub kills: u32,
+    /// Word errors of what came out (before the kills, and recovered after) against the clips fed.
+    pub word_errors: usize,
+    /// Words in those clips.
+    pub words: usize,
+    /// Journal entries left after the final start.
+    pub journal_left: usize,
+    /// Why the part could not run as planned, if it could not.
+    pub problem: Option<String>,
+}
+
+impl KillReport {
+    /// Violations, as sentences.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.problem {
+            v.push(format!("supervisor kill: {p}"));
+        }
+        if self.word_errors * 100 > self.words * MAX_WER_PCT {
+            v.push(format!(
+                "after supervisor kills: {} word errors in {} words (lost, duplicated or wrong text)",
+                self.word_errors, self.words
+            ));
+        }
+        if self.journal_left > 0 {
+            v.push(format!(
+                "{} journal entries left after the restart",
+                self.journal_left
+            ));
+        }
+        v
+    }
+
+    /// Table rows.
+    pub fn table(&self) -> String {
+        format!(
+            "{:<34} {}\n{:<34} {} in {} words\n{:<34} {}\n",
+            "supervisor SIGKILLs",
+            self.kills,
+            "word errors across the kills",
+            self.word_errors,
+            self.words,
+            "journal entries left",
+            self.journal_left
+        )
+    }
+}
+
+/// Kill the supervisor itself `kills` times while its ASR worker has speech to transcribe, start
+/// it again each time (as systemd would), and check that every clip spoken before a kill comes
+/// out exactly once: on standard output before the kill, or recovered from the journal after.
+pub fn supervisor_kills(kills: u32) -> Result<KillReport> {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("the swictation binary")?;
+    let clips =
+        crate::cli::bench::librivox_clips(&swictation_proto::paths::speech_dir().join("librivox"))?;
+    let root = tempfile_dir()?.join("kills");
+    let (state, run) = (root.join("state"), root.join("run"));
+    for d in [&state, &run] {
+        crate::io::control::prepare_dir(d)?;
+    }
+    let journal = state.join("swictation/journal");
+    let daemon = |args: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.args(args)
+            .env("XDG_STATE_HOME", &state)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        c
+    };
+    let entries = || {
+        std::fs::read_dir(&journal)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.ends_with(".seg") || n.ends_with(".draft")
+            })
+            .count()
+    };
+    let mut report = KillReport::default();
+    let (mut reference, mut said) = (Vec::new(), Vec::new());
+    for round in 0..kills as usize {
+        let mut child = daemon(&["run", "--input", "-"])
+            .stdin(Stdio::piped())
+            .spawn()?;
+        let mut bytes = Vec::new();
+        for k in 0..3 {
+            let (path, text) = &clips[(3 * round + k) % clips.len()];
+            let mut samples = audio::load(path)?.samples;
+            samples.extend(std::iter::repeat_n(0.0f32, 2 * audio::RATE as usize));
+            for s in samples {
+                bytes.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
+            }
+            reference.push(text.clone());
+        }
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let written = Arc::new(Mutex::new(None::<Instant>));
+        let done = written.clone();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+            if let Ok(mut d) = done.lock() {
+                *d = Some(Instant::now());
+            }
+            // Kept open: the kill, not the end of input, ends this run.
+            std::thread::sleep(Duration::from_secs(120));
+        });
+        let mut stdout = child.stdout.take().context("stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
+        // Kill once all the speech has been read (a second after the last write) and a closed
+        // segment still waits for (or is inside) ASR.
+        let start = Instant::now();
+        let mut hit = false;
+        while start.elapsed() < Duration::from_secs(90) {
+            let all_read = written
+                .lock()
+                .ok()
+                .and_then(|w| *w)
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
+            let segs = std::fs::read_dir(&journal)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .count();
+            if all_read && segs > 0 {
+                hit = true;
+                break;
+            }
+            if all_read && segs == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(feeder);
+        said.extend(
+            reader
+                .join()
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+        if hit {
+            report.kills += 1;
+        } else {
+            report.problem =
+                Some("no segment was ever waiting for ASR to kill the supervisor over".into());
+        }
+    }
+    // The restart: replays the journal first.
+    let silence = root.join("silence.wav");
+    audio::write_wav(&silence, &vec![0.0f32; audio::RATE as usize])?;
+    let out = daemon(&["run", "--fast", "--input", &silence.to_string_lossy()])
+        .output()
+        .context("restarting the daemon")?;
+    if !out.status.success() {
+        report.problem = Some(format!("the restarted daemon failed ({})", out.status));
+    }
+    said.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned),
+    );
+    let store =
+        crate::io::recovered::RecoveredStore::new(&state.join("swictation/recovered.jsonl"));
+    said.extend(store.list()?.into_iter().map(|r| r.text));
+    let (e, w) = swictation_policy::wer::word_errors(&reference.join(" "), &said.join(" "));
+    report.word_errors = e;
+    report.words = w;
+    report.journal_left = entries();
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(report)
+}
+
 fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("swictation-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
