@@ -15,5 +15,7 @@ cargo build --release --workspace --bins
 deploy/prepare.sh
 cargo test --release --workspace --no-fail-fast
 deploy/verify-unit.sh deploy/swictation.service
-# Crash-recovery soak: random faults into random workers; fails on any loss, duplicate or leak.
-target/release/swictation soak --duration 60s --fault-every 4s --seed 7 --min-faults 10
+# Crash-recovery soak: random faults into random workers (some mid-request), then one SIGKILL of
+# the supervisor itself; fails on any loss, duplicate, wrong text, lost audio, unplanned
+# quarantine, memory growth or leak.
+target/release/swictation soak --duration 60s --fault-every 4s --seed 7 --min-faults 10 --supervisor-kills 1

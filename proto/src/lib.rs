@@ -222,6 +222,24 @@ pub enum Reply {
     Bye,
 }
 
+impl Reply {
+    /// What kind of reply this is, for messages: never its payload (a transcript's text, the
+    /// probabilities), which must not reach logs, status or events.
+    pub fn kind(&self) -> String {
+        match self {
+            Reply::Hello(h) => format!("Hello from {} pid {}", h.role, h.pid),
+            Reply::Pong { id } => format!("Pong {id}"),
+            Reply::VadProbs { id, probs, .. } => format!("VadProbs {id} ({} frames)", probs.len()),
+            Reply::Done { id } => format!("Done {id}"),
+            Reply::Transcript { id, segment, .. } => {
+                format!("Transcript {id} (segment {segment}, text withheld)")
+            }
+            Reply::Error(_) => "Error".into(),
+            Reply::Bye => "Bye".into(),
+        }
+    }
+}
+
 /// Exit codes a worker uses, so a death can be explained from its status alone.
 pub mod exit_code {
     /// Bad command line.

@@ -170,6 +170,10 @@ enum Command {
         /// Fail unless at least this many faults were inflicted.
         #[arg(long, default_value_t = 0)]
         min_faults: u32,
+        /// Then SIGKILL the supervisor itself this many times while ASR is busy, restarting it
+        /// as systemd would, and check every word spoken before each kill comes out once.
+        #[arg(long, default_value_t = 1)]
+        supervisor_kills: u32,
     },
     /// What the running daemon is doing: state, audio, workers, GPU, queue, latencies.
     Status {
@@ -218,6 +222,19 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Text recovered from the speech journal after the daemon died: what was said before,
+    /// transcribed by the next start and kept here (see [journal] recovered).
+    Recovered {
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Copy all of it (one line each) to the clipboard.
+        #[arg(long)]
+        copy: bool,
+        /// Forget it afterwards.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Check everything swictation depends on: one row each, with the fix for what fails.
     Doctor {
         /// As JSON.
@@ -235,6 +252,46 @@ enum PttArg {
     /// The key was released.
     #[value(alias = "release")]
     Up,
+}
+
+/// `swictation recovered`: print the recovered text, optionally copy it and clear it.
+fn recovered(cfg: &Config, json: bool, copy: bool, clear: bool) -> Result<()> {
+    use swictation::io::recovered::RecoveredStore;
+    let store = RecoveredStore::new(&RecoveredStore::default_path());
+    let all = store.list()?;
+    for r in &all {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!("{}", r.text);
+        }
+    }
+    if all.is_empty() && !json {
+        eprintln!("nothing recovered ({})", store.path().display());
+    }
+    if copy && !all.is_empty() {
+        let mut out_cfg = cfg.output.clone();
+        out_cfg.mode = swictation::config::OutputMode::Clipboard;
+        let mut out = swictation::io::output::Output::open(
+            &out_cfg,
+            &swictation::io::output::Session::from_env(),
+        )?;
+        let text = all
+            .iter()
+            .map(|r| r.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.write(&text)?;
+        eprintln!(
+            "copied {} recovered transcript(s) to the clipboard",
+            all.len()
+        );
+    }
+    if clear {
+        let n = store.clear()?;
+        eprintln!("cleared {n} recovered transcript(s)");
+    }
+    Ok(())
 }
 
 /// A worker role on the command line.
@@ -416,6 +473,7 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
             seed,
             fast,
             min_faults,
+            supervisor_kills,
         } => {
             let cfg = daemon::engine_config(&engine.load_config()?, true);
             let report = swictation::cli::soak::run(
@@ -428,8 +486,18 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
                 },
             )
             .await?;
-            println!("{}", report.table());
+            let kills = if supervisor_kills > 0 {
+                tokio::task::spawn_blocking(move || {
+                    swictation::cli::soak::supervisor_kills(supervisor_kills)
+                })
+                .await
+                .context("supervisor kills")??
+            } else {
+                swictation::cli::soak::KillReport::default()
+            };
+            println!("{}{}", report.table(), kills.table());
             let mut violations = report.violations();
+            violations.extend(kills.violations());
             if report.fault_count() < min_faults {
                 violations.push(format!(
                     "only {} faults inflicted (wanted {min_faults})",
@@ -500,6 +568,10 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
             let (_, used) = Config::load(path.as_deref())?;
             println!("{}: ok", used.display());
             Ok(())
+        }
+        Command::Recovered { json, copy, clear } => {
+            let cfg = engine.load_config()?;
+            recovered(&cfg, json, copy, clear)
         }
         Command::Doctor { json } => {
             let config = Config::load(engine.config.as_deref());

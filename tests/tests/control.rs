@@ -153,8 +153,9 @@ fn commands_answer_at_once_while_the_asr_worker_is_busy() {
     let t0 = Instant::now();
     let env = TestEnv::new();
     // Long silences stay inside a segment, so segments run to the 20 s maximum: the ASR worker
-    // spends seconds on each.
-    env.write_config("[vad]\nmin_silence_ms = 2500\n");
+    // spends seconds on each. The stop below waits for that pending speech: its bound
+    // (`stop_timeout_s`, 10 s by default) is raised so it covers the whole queue.
+    env.write_config("[vad]\nmin_silence_ms = 2500\n[supervision]\nstop_timeout_s = 120\n");
     let mut files = clip_paths();
     files.extend(clip_paths());
     let mut daemon =

@@ -39,7 +39,6 @@ fn run_with_fault(
         let state = tempfile::tempdir().unwrap();
         let mut cfg = PipelineConfig::new(engine(), SegmenterConfig::default());
         cfg.quarantine_dir = state.path().join("quarantine");
-        cfg.pending_dir = state.path().join("pending");
         let board = Board::new();
         let mut pipeline = Pipeline::new(cfg, board.clone());
         pipeline.start().await;

@@ -38,6 +38,15 @@ impl Silero {
                 ),
             });
         }
+        let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        if !["output", "stateN"].iter().all(|n| outputs.contains(n)) {
+            return Err(ModelError::Load {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "expected outputs output, stateN (Silero VAD v6), found {outputs:?}"
+                ),
+            });
+        }
         Ok(Self {
             session,
             device,
@@ -77,11 +86,15 @@ impl Silero {
                 "sr" => TensorRef::from_array_view(((), &sr[..])).map_err(|e| e.to_string())?,
             })
             .map_err(|e| e.to_string())?;
-        let (_, prob) = outputs["output"]
+        let (_, prob) = outputs
+            .get("output")
+            .ok_or("Silero returned no output named output")?
             .try_extract_tensor::<f32>()
             .map_err(|e| e.to_string())?;
         let prob = *prob.first().ok_or("Silero returned an empty output")?;
-        let (_, state) = outputs["stateN"]
+        let (_, state) = outputs
+            .get("stateN")
+            .ok_or("Silero returned no output named stateN")?
             .try_extract_tensor::<f32>()
             .map_err(|e| e.to_string())?;
         if state.len() != STATE {

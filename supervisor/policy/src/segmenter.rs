@@ -483,6 +483,14 @@ impl Segmenter {
         self.open.is_some()
     }
 
+    /// The open segment's audio so far, while one is open: `(start, speech_start, samples)`
+    /// (what a crash would lose; the journal keeps it as a draft).
+    pub fn open_audio(&self) -> Option<(u64, u64, &[f32])> {
+        self.open
+            .as_ref()
+            .map(|o| (o.start, o.speech_start, o.samples.as_slice()))
+    }
+
     /// Samples consumed so far, i.e. the stream index of the next sample.
     pub fn position(&self) -> u64 {
         self.pos

@@ -1,6 +1,9 @@
 //! `swictation soak`: loop real speech through the supervised pipeline while faults are injected
 //! into random workers (from inside, over the protocol) and inflicted from outside (SIGKILL,
-//! SIGSTOP), then check that nothing was lost, duplicated or leaked.
+//! SIGSTOP, the ASR worker killed while it is inside a request), then check that nothing was lost,
+//! duplicated or leaked, that the words that come out are the words that went in (word error rate
+//! against the clips' reference texts), that the speech seconds delivered match those fed, that
+//! nothing was quarantined that no fault planned, and that the supervisor's memory did not grow.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -136,7 +139,24 @@ pub struct SoakReport {
     pub fds: (usize, usize),
     /// Zombie children left after shutdown.
     pub zombies: usize,
+    /// Word errors of everything delivered against the reference texts of the clips fed.
+    pub word_errors: usize,
+    /// Words in those reference texts.
+    pub words: usize,
+    /// Seconds of recorded speech fed (whole clips only).
+    pub speech_in_s: f64,
+    /// Seconds of audio in the segments delivered.
+    pub speech_out_s: f64,
+    /// Faults inflicted on the ASR worker while it was inside a request.
+    pub mid_request: u32,
 }
+
+/// Most word errors allowed, percent of the reference words (base-en makes about 3 % on the
+/// clips; a lost, duplicated or wrong segment makes far more).
+pub const MAX_WER_PCT: usize = 10;
+
+/// Most supervisor memory growth allowed over a soak, MiB.
+pub const MAX_RSS_GROWTH_MB: u64 = 150;
 
 impl SoakReport {
     /// Total faults inflicted.
@@ -168,6 +188,30 @@ impl SoakReport {
         if self.segments_in == 0 {
             v.push("no speech was segmented".into());
         }
+        if self.word_errors * 100 > self.words * MAX_WER_PCT {
+            v.push(format!(
+                "wrong text: {} word errors in {} words (more than {MAX_WER_PCT} %)",
+                self.word_errors, self.words
+            ));
+        }
+        if self.speech_out_s < 0.8 * self.speech_in_s {
+            v.push(format!(
+                "audio lost: {:.1} s of speech fed, {:.1} s delivered",
+                self.speech_in_s, self.speech_out_s
+            ));
+        }
+        if self.quarantined > 0 {
+            v.push(format!(
+                "{} unplanned quarantine(s) (no fault was aimed at one segment twice)",
+                self.quarantined
+            ));
+        }
+        let growth = self.rss_mb.1.saturating_sub(self.rss_mb.0);
+        if growth > MAX_RSS_GROWTH_MB {
+            v.push(format!(
+                "supervisor memory grew {growth} MiB (bound {MAX_RSS_GROWTH_MB})"
+            ));
+        }
         v
     }
 
@@ -194,6 +238,26 @@ impl SoakReport {
         row(&mut t, "duplicated", self.duplicated.to_string());
         row(&mut t, "out of order", self.out_of_order.to_string());
         row(&mut t, "quarantined", self.quarantined.to_string());
+        row(
+            &mut t,
+            "word errors",
+            format!(
+                "{} in {} words ({:.1} %)",
+                self.word_errors,
+                self.words,
+                100.0 * self.word_errors as f64 / self.words.max(1) as f64
+            ),
+        );
+        row(
+            &mut t,
+            "speech in → out",
+            format!("{:.1} s → {:.1} s", self.speech_in_s, self.speech_out_s),
+        );
+        row(
+            &mut t,
+            "asr faults mid-request",
+            self.mid_request.to_string(),
+        );
         for (role, s) in [("vad", &self.vad), ("asr", &self.asr)] {
             let by_class: Vec<String> =
                 s.restarts.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -268,15 +332,18 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     let speech_dir = swictation_proto::paths::speech_dir().join("librivox");
     let clips = crate::cli::bench::librivox_clips(&speech_dir)?;
     let mut speech = Vec::new();
-    for (path, _) in &clips {
-        speech.extend(audio::load(path)?.samples);
-        speech.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
+    for (path, text) in &clips {
+        let mut s = audio::load(path)?.samples;
+        let secs = s.len() as f64 / f64::from(audio::RATE);
+        s.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
+        speech.push((s, text.clone(), secs));
     }
+    // What was fed: (reference text, seconds), whole clips only.
+    let fed: Arc<Mutex<Vec<(String, f64)>>> = Arc::default();
 
     let state = tempfile_dir()?;
     let mut cfg = PipelineConfig::new(engine, SegmenterConfig::default());
     cfg.quarantine_dir = state.join("quarantine");
-    cfg.pending_dir = state.join("pending");
     let board = Board::new();
     let mut pipeline = Pipeline::new(cfg, board.clone());
     pipeline.start().await;
@@ -287,27 +354,36 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(600);
     let deadline = Instant::now() + args.duration;
     let fast = args.fast;
+    let fed_by_source = fed.clone();
     let source = tokio::spawn(async move {
         let chunk = audio::RATE as usize / 10;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // Whole clips only, so the words fed are known exactly.
         'outer: loop {
-            for part in speech.chunks(chunk) {
+            for (clip, text, secs) in &speech {
                 if Instant::now() >= deadline {
                     break 'outer;
                 }
-                if !fast {
-                    tick.tick().await;
+                for part in clip.chunks(chunk) {
+                    if !fast {
+                        tick.tick().await;
+                    }
+                    if audio_tx.send(part.to_vec()).await.is_err() {
+                        break 'outer;
+                    }
                 }
-                if audio_tx.send(part.to_vec()).await.is_err() {
-                    break 'outer;
+                if let Ok(mut f) = fed_by_source.lock() {
+                    f.push((text.clone(), *secs));
                 }
             }
         }
     });
 
     let faults: Arc<Mutex<BTreeMap<(String, &'static str), u32>>> = Arc::default();
+    let mid_request: Arc<Mutex<u32>> = Arc::default();
     let fault_task = {
         let faults = faults.clone();
+        let mid_request = mid_request.clone();
         let board = board.clone();
         let control: StageControl = control.clone();
         let (every, seed) = (args.fault_every, args.seed);
@@ -328,6 +404,27 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
                 let inflicted = match what.fault() {
                     Some(f) => control.for_role(role).send(StageCommand::Inject(f)).is_ok(),
                     None => {
+                        // Aimed at a request in progress: wait (a little) for the ASR worker
+                        // to be inside one.
+                        let mut busy = false;
+                        if role == Role::Asr {
+                            let until = Instant::now() + Duration::from_secs(3);
+                            while Instant::now() < until && !busy {
+                                busy = board
+                                    .snapshot()
+                                    .workers
+                                    .iter()
+                                    .any(|w| w.role == role.as_str() && w.state == "busy");
+                                if !busy {
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                            }
+                        }
+                        if busy {
+                            if let Ok(mut m) = mid_request.lock() {
+                                *m += 1;
+                            }
+                        }
                         let pid = board
                             .snapshot()
                             .workers
@@ -356,14 +453,14 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         })
     };
 
-    let delivered: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let delivered: Arc<Mutex<Vec<(u64, String, f64)>>> = Arc::default();
     let seen = delivered.clone();
     let report = pipeline
         .run(
             audio_rx,
             move |s| {
                 if let Ok(mut d) = seen.lock() {
-                    d.push(s.index);
+                    d.push((s.index, s.text.trim().to_owned(), s.end - s.start));
                 }
             },
             Some(receivers),
@@ -375,7 +472,20 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     // Give the reaper a moment: zombies are counted after the workers were waited for.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let delivered = delivered.lock().map(|d| d.clone()).unwrap_or_default();
+    let delivered_all = delivered.lock().map(|d| d.clone()).unwrap_or_default();
+    let delivered: Vec<u64> = delivered_all.iter().map(|d| d.0).collect();
+    let fed = fed.lock().map(|f| f.clone()).unwrap_or_default();
+    let reference = fed
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let said = delivered_all
+        .iter()
+        .map(|d| d.1.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (word_errors, words) = swictation_policy::wer::word_errors(&reference, &said);
     let unique: BTreeSet<u64> = delivered.iter().copied().collect();
     let quarantined: BTreeSet<u64> = report.quarantined.iter().copied().collect();
     let accounted = unique.union(&quarantined).count() as u64;
@@ -396,9 +506,208 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         ),
         fds: (fds_start, open_fds()),
         zombies: zombie_children(),
+        word_errors,
+        words,
+        speech_in_s: fed.iter().map(|f| f.1).sum(),
+        speech_out_s: delivered_all.iter().map(|d| d.2).sum(),
+        mid_request: mid_request.lock().map(|m| *m).unwrap_or(0),
     };
     let _ = std::fs::remove_dir_all(&state);
     Ok(soak)
+}
+
+/// What the supervisor-kill part of the soak found: the daemon (`swictation run --input -`, as a
+/// separate process) SIGKILLed while ASR is busy, `kills` times, then started again.
+#[derive(Debug, Default)]
+pub struct KillReport {
+    /// Supervisor SIGKILLs inflicted.
+    pub kills: u32,
+    /// Word errors of what came out (before the kills, and recovered after) against the clips fed.
+    pub word_errors: usize,
+    /// Words in those clips.
+    pub words: usize,
+    /// Journal entries left after the final start.
+    pub journal_left: usize,
+    /// Why the part could not run as planned, if it could not.
+    pub problem: Option<String>,
+}
+
+impl KillReport {
+    /// Violations, as sentences.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.problem {
+            v.push(format!("supervisor kill: {p}"));
+        }
+        if self.word_errors * 100 > self.words * MAX_WER_PCT {
+            v.push(format!(
+                "after supervisor kills: {} word errors in {} words (lost, duplicated or wrong text)",
+                self.word_errors, self.words
+            ));
+        }
+        if self.journal_left > 0 {
+            v.push(format!(
+                "{} journal entries left after the restart",
+                self.journal_left
+            ));
+        }
+        v
+    }
+
+    /// Table rows.
+    pub fn table(&self) -> String {
+        format!(
+            "{:<34} {}\n{:<34} {} in {} words\n{:<34} {}\n",
+            "supervisor SIGKILLs",
+            self.kills,
+            "word errors across the kills",
+            self.word_errors,
+            self.words,
+            "journal entries left",
+            self.journal_left
+        )
+    }
+}
+
+/// Kill the supervisor itself `kills` times while its ASR worker has speech to transcribe, start
+/// it again each time (as systemd would), and check that every clip spoken before a kill comes
+/// out exactly once: on standard output before the kill, or recovered from the journal after.
+pub fn supervisor_kills(kills: u32) -> Result<KillReport> {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("the swictation binary")?;
+    let clips =
+        crate::cli::bench::librivox_clips(&swictation_proto::paths::speech_dir().join("librivox"))?;
+    let root = tempfile_dir()?.join("kills");
+    let (state, run) = (root.join("state"), root.join("run"));
+    for d in [&state, &run] {
+        crate::io::control::prepare_dir(d)?;
+    }
+    let journal = state.join("swictation/journal");
+    let daemon = |args: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.args(args)
+            .env("XDG_STATE_HOME", &state)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        c
+    };
+    let entries = || {
+        std::fs::read_dir(&journal)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.ends_with(".seg") || n.ends_with(".draft")
+            })
+            .count()
+    };
+    let mut report = KillReport::default();
+    let (mut reference, mut said) = (Vec::new(), Vec::new());
+    for round in 0..kills as usize {
+        let mut child = daemon(&["run", "--input", "-"])
+            .stdin(Stdio::piped())
+            .spawn()?;
+        let mut bytes = Vec::new();
+        for k in 0..3 {
+            let (path, text) = &clips[(3 * round + k) % clips.len()];
+            let mut samples = audio::load(path)?.samples;
+            samples.extend(std::iter::repeat_n(0.0f32, 2 * audio::RATE as usize));
+            for s in samples {
+                bytes.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
+            }
+            reference.push(text.clone());
+        }
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let written = Arc::new(Mutex::new(None::<Instant>));
+        let done = written.clone();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+            if let Ok(mut d) = done.lock() {
+                *d = Some(Instant::now());
+            }
+            // Kept open: the kill, not the end of input, ends this run.
+            std::thread::sleep(Duration::from_secs(120));
+        });
+        let mut stdout = child.stdout.take().context("stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
+        // Kill once all the speech has been read (a second after the last write) and a closed
+        // segment still waits for (or is inside) ASR.
+        let start = Instant::now();
+        let mut hit = false;
+        while start.elapsed() < Duration::from_secs(90) {
+            let all_read = written
+                .lock()
+                .ok()
+                .and_then(|w| *w)
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
+            let segs = std::fs::read_dir(&journal)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .count();
+            if all_read && segs > 0 {
+                hit = true;
+                break;
+            }
+            if all_read && segs == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(feeder);
+        said.extend(
+            reader
+                .join()
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+        if hit {
+            report.kills += 1;
+        } else {
+            report.problem =
+                Some("no segment was ever waiting for ASR to kill the supervisor over".into());
+        }
+    }
+    // The restart: replays the journal first.
+    let silence = root.join("silence.wav");
+    audio::write_wav(&silence, &vec![0.0f32; audio::RATE as usize])?;
+    let out = daemon(&["run", "--fast", "--input", &silence.to_string_lossy()])
+        .output()
+        .context("restarting the daemon")?;
+    if !out.status.success() {
+        report.problem = Some(format!("the restarted daemon failed ({})", out.status));
+    }
+    said.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned),
+    );
+    let store =
+        crate::io::recovered::RecoveredStore::new(&state.join("swictation/recovered.jsonl"));
+    said.extend(store.list()?.into_iter().map(|r| r.text));
+    let (e, w) = swictation_policy::wer::word_errors(&reference.join(" "), &said.join(" "));
+    report.word_errors = e;
+    report.words = w;
+    report.journal_left = entries();
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(report)
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
@@ -437,6 +746,11 @@ mod tests {
             segments_in: 10,
             transcripts_out: 10,
             fds: (9, 9),
+            words: 100,
+            word_errors: 3,
+            speech_in_s: 10.0,
+            speech_out_s: 10.5,
+            rss_mb: (20, 60),
             ..Default::default()
         };
         assert!(ok.violations().is_empty());
@@ -446,10 +760,25 @@ mod tests {
             duplicated: 2,
             fds: (9, 11),
             zombies: 1,
+            words: 100,
+            word_errors: 30,
+            speech_in_s: 10.0,
+            speech_out_s: 5.0,
+            quarantined: 1,
+            rss_mb: (20, 400),
             ..Default::default()
         };
         let v = bad.violations().join("; ");
-        for word in ["lost", "duplicated", "leaked", "zombie"] {
+        for word in [
+            "lost",
+            "duplicated",
+            "leaked",
+            "zombie",
+            "wrong text",
+            "audio lost",
+            "unplanned quarantine",
+            "memory grew",
+        ] {
             assert!(v.contains(word), "{v}");
         }
     }

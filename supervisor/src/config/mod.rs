@@ -38,6 +38,8 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// `[supervision]`: worker restart policy.
     pub supervision: SupervisionConfig,
+    /// `[journal]`: the speech journal and where recovered text goes.
+    pub journal: JournalConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
     /// `[ptt]`: push-to-talk.
@@ -438,6 +440,9 @@ pub struct SupervisionConfig {
     /// A worker silent this long on a request is killed as hung, seconds (plus time per unit of
     /// work). Default 5.
     pub hang_timeout_s: u64,
+    /// On a stop, the longest the daemon waits for pending speech to be transcribed, seconds;
+    /// what is left stays in the journal. Below the unit's `TimeoutStopSec` (15). Default 10.
+    pub stop_timeout_s: u64,
 }
 
 impl Default for SupervisionConfig {
@@ -446,8 +451,40 @@ impl Default for SupervisionConfig {
             restart_max: 5,
             restart_window_s: 60,
             hang_timeout_s: 5,
+            stop_timeout_s: 10,
         }
     }
+}
+
+/// `[journal]`: the speech journal (`$XDG_STATE_HOME/swictation/journal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Where text recovered from an earlier run's journal goes. Default `keep`.
+    pub recovered: RecoveredTo,
+    /// The most audio the journal holds, MB; beyond it new speech is not kept on disk (and that
+    /// is reported). Default 256 (about 70 minutes).
+    pub max_mb: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            recovered: RecoveredTo::Keep,
+            max_mb: 256,
+        }
+    }
+}
+
+/// Where recovered text goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveredTo {
+    /// Kept and shown (`swictation recovered`, status, the event stream); never typed into
+    /// whatever window has the focus after a crash.
+    Keep,
+    /// Sent to the output like new speech (and also shown on the event stream).
+    Output,
 }
 
 /// Log verbosity.
@@ -629,6 +666,15 @@ pub const SCHEMA: &[SectionDoc] = &[
             key("restart_max", "At most this many restarts of one worker within restart_window_s."),
             key("restart_window_s", "The window for restart_max, seconds."),
             key("hang_timeout_s", "A worker silent this long on a request (plus 2 s per second of audio for ASR; at most 3 s plus 10 ms per frame for the VAD) is killed as hung, seconds."),
+            key("stop_timeout_s", "On a stop (SIGTERM, SIGINT, swictation stop), the longest the daemon waits for pending speech, seconds; after end of input, the longest it waits without a working ASR worker. What is left stays in the journal for the next start. Keep it below the unit's TimeoutStopSec (15)."),
+        ],
+    },
+    SectionDoc {
+        name: "journal",
+        doc: "The speech journal ($XDG_STATE_HOME/swictation/journal): every segment is on disk until its transcript has been delivered; an earlier run's entries are transcribed at start.",
+        keys: &[
+            key("recovered", "Where text recovered at start goes: \"keep\" (kept and shown by swictation recovered and status; never typed into whatever window has the focus) or \"output\" (sent to the output like new speech)."),
+            key("max_mb", "The most the journal holds, MB; beyond it new speech is not kept on disk, and status says so (nothing kept is deleted)."),
         ],
     },
     SectionDoc {
@@ -904,6 +950,7 @@ fn check_supervision(s: &SupervisionConfig) -> Result<(), ConfigError> {
         86_400,
     )?;
     check("supervision.hang_timeout_s", s.hang_timeout_s, 1, 3_600)?;
+    check("supervision.stop_timeout_s", s.stop_timeout_s, 1, 3_600)?;
     Ok(())
 }
 
@@ -1019,11 +1066,11 @@ impl Config {
             return Err(invalid(e.key, e.value, e.reason));
         }
         check_supervision(&self.supervision)?;
-        self.check_dictation_sections()
+        self.check_user_sections()
     }
 
-    /// `[ptt]`, `[notify]` and `[dictation]`.
-    fn check_dictation_sections(&self) -> Result<(), ConfigError> {
+    /// `[ptt]`, `[notify]`, `[dictation]` and `[journal]`.
+    fn check_user_sections(&self) -> Result<(), ConfigError> {
         check(
             "ptt.hold_threshold_ms",
             self.ptt.hold_threshold_ms,
@@ -1062,6 +1109,7 @@ impl Config {
                 "the words to replace need at least one letter or digit",
             ));
         }
+        check("journal.max_mb", self.journal.max_mb, 1, 1_000_000)?;
         Ok(())
     }
 

@@ -15,7 +15,14 @@
 //!
 //! Stopping (SIGTERM, SIGINT, `swictation stop`, or the end of file input) closes the audio
 //! queue; the pipeline then finishes the speech already captured, delivers every transcript, and
-//! the process exits 0.
+//! the process exits 0. A stop always ends: after a signal or `swictation stop` the daemon waits
+//! at most `[supervision] stop_timeout_s`; after the end of input it waits while an ASR worker
+//! can deliver, and at most that long without one; a second SIGINT stops at once. What was not
+//! transcribed stays in the speech journal, and the exit message says how much.
+//!
+//! Every segment is in the journal ([`crate::io::journal`]) until its transcript has been output
+//! (the output thread retires it after writing). At start, what an earlier run left is
+//! transcribed first; where its text goes is `[journal] recovered`.
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -30,13 +37,16 @@ use swictation_proto::{Role, SAMPLE_RATE};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
+use crate::config::RecoveredTo;
 use crate::io::capture::{self, CaptureConfig, CaptureEvent, CaptureHandle};
 use crate::io::control::{Command, ControlCommand, ControlListener};
 use crate::io::deliver::{Deliverer, Outgoing};
+use crate::io::journal::{Entry, Journal};
 use crate::io::launch::LaunchConfig;
 use crate::io::notify::Notifier;
 use crate::io::output::{Output, Session};
 use crate::io::procfs;
+use crate::io::recovered::{Recovered, RecoveredStore};
 use crate::report::board::Board;
 use crate::report::status::{DaemonState, Event, LatencyTrackers};
 use crate::supervision::engine::SegmentText;
@@ -156,6 +166,75 @@ pub fn pipeline_config(cfg: &Config, allow_faults: bool) -> PipelineConfig {
     p.policy.window = Duration::from_secs(cfg.supervision.restart_window_s);
     p.policy.hang_timeout = Duration::from_secs(cfg.supervision.hang_timeout_s);
     p
+}
+
+/// The journal and what an earlier run left in it: entries whose text is already in the
+/// recovered store (the daemon died between storing and retiring) are retired, not replayed.
+struct JournalAtStart {
+    journal: Option<Journal>,
+    replay: Vec<Entry>,
+    damaged: Vec<String>,
+    problem: Option<String>,
+}
+
+fn open_journal(cfg: &Config, store: &RecoveredStore) -> JournalAtStart {
+    let dir = crate::io::journal::default_dir();
+    let opened = match Journal::open(&dir, cfg.journal.max_mb.saturating_mul(1_000_000)) {
+        Ok(o) => o,
+        Err(e) => {
+            // Dictation still works; what it hears is then kept in memory only, and status says so.
+            let problem = format!("no speech journal: {e:#}");
+            crate::log_error!("{problem}");
+            return JournalAtStart {
+                journal: None,
+                replay: Vec::new(),
+                damaged: Vec::new(),
+                problem: Some(problem),
+            };
+        }
+    };
+    let stored: std::collections::HashSet<String> = store
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.entry)
+        .collect();
+    let mut replay = Vec::new();
+    for e in opened.entries {
+        if stored.contains(&e.id) {
+            opened.journal.retire(&e.id);
+        } else {
+            replay.push(e);
+        }
+    }
+    let damaged = opened
+        .damaged
+        .iter()
+        .map(|d| {
+            format!(
+                "journal entry {} could not be read ({}); put aside at {}",
+                d.id,
+                d.why,
+                d.moved_to.display()
+            )
+        })
+        .collect::<Vec<_>>();
+    for m in &damaged {
+        crate::log_error!("{m}");
+    }
+    if !replay.is_empty() {
+        crate::log_info!(
+            "transcribing {} segment(s) ({:.1} s of speech) an earlier run left in the journal, before new speech",
+            replay.len(),
+            replay.iter().map(Entry::seconds).sum::<f64>()
+        );
+    }
+    JournalAtStart {
+        journal: Some(opened.journal),
+        replay,
+        damaged,
+        problem: None,
+    }
 }
 
 /// What audio sources do right now; sources watch it.
@@ -353,12 +432,23 @@ struct Daemon {
     last_delivery: Option<Instant>,
     last_state: DaemonState,
     last_sd_status: String,
-    out_tx: Option<std::sync::mpsc::Sender<Outgoing>>,
+    /// To the output thread: what to deliver, and the journal entry to retire once it is.
+    out_tx: Option<std::sync::mpsc::Sender<(Outgoing, Option<String>)>>,
     /// Push-to-talk: the tap-vs-hold state machine, and a stop waiting for the release padding.
     ptt: swictation_policy::ptt::PushToTalk,
     ptt_stop: Option<ptt::PendingStop>,
     /// `[dictation]` rules, applied to each transcript before it is output.
     dictation: swictation_policy::dictation::Rules,
+    journal: Option<Journal>,
+    journal_problem: Option<String>,
+    damaged: usize,
+    store: RecoveredStore,
+    recovered: usize,
+    /// When a stop gives up waiting for pending speech.
+    stop_deadline: Option<Instant>,
+    /// File or stdin input has ended (the deadline then runs only while no ASR worker can
+    /// deliver).
+    end_of_input: bool,
 }
 
 impl Daemon {
@@ -422,7 +512,11 @@ impl Daemon {
         }
         let latency = self.latency.snapshot();
         let dropped = self.dropped;
+        let journal = self.journal_status();
+        let recovered = self.recovered;
         self.board.update(|s| {
+            s.journal = journal;
+            s.recovered = recovered;
             s.uptime_s = uptime;
             s.audio.source = source;
             s.audio.level_dbfs = level;
@@ -444,6 +538,50 @@ impl Daemon {
         });
         self.publish_state();
         self.send_sd_status();
+    }
+
+    /// The journal's part of the status.
+    fn journal_status(&self) -> crate::report::status::JournalStatus {
+        let h = self
+            .journal
+            .as_ref()
+            .map(Journal::health)
+            .unwrap_or_default();
+        crate::report::status::JournalStatus {
+            entries: h.entries,
+            seconds: h.seconds,
+            not_kept: h.not_kept,
+            problem: self.journal_problem.clone().or(h.problem),
+            damaged: self.damaged,
+        }
+    }
+
+    /// Whether an ASR worker is running or starting (and the restart limit not reached), so
+    /// waiting for it after the end of input makes sense.
+    fn asr_can_deliver(&self) -> bool {
+        let degraded = self.probe.counters.degraded.load(Ordering::Relaxed) & 2 != 0;
+        !degraded
+            && self.board.snapshot().workers.iter().any(|w| {
+                w.role == Role::Asr.as_str()
+                    && matches!(w.state.as_str(), "spawning" | "loading" | "ready" | "busy")
+            })
+    }
+
+    /// After the end of input: wait on while an ASR worker can deliver, at most
+    /// `stop_timeout_s` without one.
+    fn extend_stop_deadline(&mut self) {
+        if self.end_of_input && !self.stopping_by_request() && self.asr_can_deliver() {
+            self.stop_deadline = Some(Instant::now() + self.stop_timeout());
+        }
+    }
+
+    fn stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.supervision.stop_timeout_s)
+    }
+
+    /// A stop was asked for (signal, `swictation stop`): its deadline is absolute.
+    fn stopping_by_request(&self) -> bool {
+        self.stopping && !self.end_of_input
     }
 
     /// `STATUS=listening; vad cpu, asr moonshine-base-en on cpu`, sent when it changes (and
@@ -525,11 +663,17 @@ impl Daemon {
         if self.stopping {
             return;
         }
-        crate::log_info!("stopping ({why}): finishing the speech already captured");
+        crate::log_info!(
+            "stopping ({why}): finishing the speech already captured (at most {} s)",
+            self.cfg.supervision.stop_timeout_s
+        );
+        self.stop_deadline = Some(Instant::now() + self.stop_timeout());
         if let Err(e) = self.notifier.stopping() {
             crate::log_warn!("sd_notify STOPPING: {e}");
         }
         self.stopping = true;
+        // A stop asked for after the end of input still has an absolute deadline.
+        self.end_of_input = false;
         self.gate.send_replace(Gate::Stopped);
         match &mut self.capture {
             Some(c) => {
@@ -669,25 +813,65 @@ impl Daemon {
             seg.index,
             text.chars().count()
         );
+        let retire = |d: &Daemon| {
+            if let (Some(j), Some(id)) = (&d.journal, &seg.journal) {
+                j.retire(id);
+            }
+        };
         if text.is_empty() {
+            retire(self);
             return;
         }
         // Replacements and spoken commands ([dictation]); nothing changes without rules.
         let dictated = self.dictation.apply(&text);
         if dictated.scratch_last {
             if let Some(out) = &self.out_tx {
-                let _ = out.send(Outgoing::ScratchLast);
+                let _ = out.send((Outgoing::ScratchLast, None));
             }
         }
-        if dictated.text.is_empty() {
+        let text = dictated.text;
+        if text.is_empty() {
+            retire(self);
             return;
         }
-        self.board.emit(Event::Transcript {
-            index: seg.index,
-            text: dictated.text.clone(),
-        });
+        if seg.recovered {
+            self.board.emit(Event::Recovered {
+                entry: seg.journal.clone().unwrap_or_default(),
+                text: text.clone(),
+            });
+            if self.cfg.journal.recovered == RecoveredTo::Keep {
+                let r = Recovered {
+                    entry: seg.journal.clone().unwrap_or_default(),
+                    text,
+                    seconds: seg.end - seg.start,
+                    at_unix_s: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                };
+                match self.store.add(&r) {
+                    Ok(()) => {
+                        self.recovered += 1;
+                        crate::log_info!(
+                            "recovered a transcript from the journal ({} characters): `swictation recovered` shows it",
+                            r.text.chars().count()
+                        );
+                        retire(self);
+                    }
+                    // Not retired: the next start tries again.
+                    Err(e) => crate::log_error!("cannot keep recovered text: {e:#}"),
+                }
+                return;
+            }
+        } else {
+            self.board.emit(Event::Transcript {
+                index: seg.index,
+                text: text.clone(),
+            });
+        }
+        // The output thread retires the entry once the text is written.
         if let Some(out) = &self.out_tx {
-            let _ = out.send(Outgoing::Text(dictated.text));
+            let _ = out.send((Outgoing::Text(text), seg.journal));
         }
     }
 }
@@ -737,6 +921,11 @@ pub async fn run(opts: Options) -> Result<()> {
         Err(e) => return Err(e),
     };
     let board = Board::new();
+    let store = RecoveredStore::new(&RecoveredStore::default_path());
+    let at_start = open_journal(&config, &store);
+    for m in at_start.damaged.iter().chain(&at_start.problem) {
+        board.emit(Event::JournalProblem { message: m.clone() });
+    }
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<ControlCommand>(32);
     let control_task = listener.map(|l| {
         crate::log_info!("control socket at {}", l.path().display());
@@ -753,19 +942,28 @@ pub async fn run(opts: Options) -> Result<()> {
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(AUDIO_QUEUE);
 
     // Output on its own thread: typing tools may block, and stdout may be a slow pipe.
-    let (out_tx, out_rx) = std::sync::mpsc::channel::<Outgoing>();
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<(Outgoing, Option<String>)>();
     crate::log_info!("transcripts go to {}", output.describe());
+    let out_journal = at_start.journal.clone();
     let output_thread = std::thread::Builder::new()
         .name("output".into())
         .spawn(move || {
             let mut output = Deliverer::new(output);
             let mut failures = 0u32;
-            for what in out_rx {
-                if let Err(e) = output.deliver(&what) {
-                    failures += 1;
-                    // Once is informative; every transcript would flood the journal.
-                    if failures <= 3 {
-                        crate::log_error!("output: {e}");
+            for (what, entry) in out_rx {
+                match output.deliver(&what) {
+                    Ok(()) => {
+                        // Delivered: the speech journal may let go of it.
+                        if let (Some(j), Some(id)) = (&out_journal, &entry) {
+                            j.retire(id);
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        // Once is informative; every transcript would flood the log.
+                        if failures <= 3 {
+                            crate::log_error!("output: {e}");
+                        }
                     }
                 }
             }
@@ -795,6 +993,8 @@ pub async fn run(opts: Options) -> Result<()> {
     // The pipeline: start the workers, then run; the loop hears of readiness through `ready`.
     let mut pcfg = pipeline_config(&config, allow_faults);
     pcfg.engine.simulate_gpu = gpu_script.is_some();
+    pcfg.journal = at_start.journal.clone();
+    pcfg.replay = at_start.replay;
     let placer = Placer::new(gpu_probe, placement, &pcfg.engine, board.clone());
     let desktop = config.notify.enabled.then(|| {
         tokio::spawn(crate::io::desktop::run(
@@ -874,6 +1074,13 @@ pub async fn run(opts: Options) -> Result<()> {
         ptt: swictation_policy::ptt::PushToTalk::new(config_ptt),
         ptt_stop: None,
         dictation: config_dictation,
+        journal: at_start.journal,
+        journal_problem: at_start.problem,
+        damaged: at_start.damaged.len(),
+        recovered: store.list().map(|l| l.len()).unwrap_or(0),
+        store,
+        stop_deadline: None,
+        end_of_input: false,
     };
     if d.cfg.ptt.start_paused {
         crate::log_info!(
@@ -904,7 +1111,18 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let report = loop {
         tokio::select! {
-            r = &mut pipeline_task => break r,
+            r = &mut pipeline_task => break Some(r),
+            _ = sleep_until_opt(d.stop_deadline) => {
+                crate::log_warn!(
+                    "{}: not waiting any longer for the speech still pending",
+                    if d.stopping_by_request() {
+                        format!("stop_timeout_s ({} s) reached", d.cfg.supervision.stop_timeout_s)
+                    } else {
+                        format!("no ASR worker could deliver for {} s", d.cfg.supervision.stop_timeout_s)
+                    }
+                );
+                break None;
+            }
             r = &mut ready_rx, if !ready_seen => {
                 ready_seen = true;
                 if r.is_ok() {
@@ -929,10 +1147,24 @@ pub async fn run(opts: Options) -> Result<()> {
                 feeder = None;
                 d.audio_tx = None;
                 crate::log_info!("end of input: finishing the speech already read");
+                if !d.stopping {
+                    d.end_of_input = true;
+                    d.stop_deadline = Some(Instant::now() + d.stop_timeout());
+                    d.extend_stop_deadline();
+                }
             }
             _ = term.recv() => d.begin_stop("SIGTERM"),
-            _ = int.recv() => d.begin_stop("SIGINT"),
-            _ = status_tick.tick() => d.refresh_status(),
+            _ = int.recv() => {
+                if d.stopping {
+                    crate::log_warn!("second SIGINT: stopping at once");
+                    break None;
+                }
+                d.begin_stop("SIGINT");
+            }
+            _ = status_tick.tick() => {
+                d.refresh_status();
+                d.extend_stop_deadline();
+            }
             _ = ptt_every.tick(), if d.ptt_stop.is_some() => d.ptt_tick(),
             _ = watchdog_tick.tick(), if watchdog_every.is_some() && d.ready && !d.stopping => {
                 if let Err(e) = d.notifier.watchdog() {
@@ -945,6 +1177,12 @@ pub async fn run(opts: Options) -> Result<()> {
     sleep_watch.abort();
     if let Some(t) = desktop {
         t.abort();
+    }
+    let abandoned = report.is_none();
+    if abandoned {
+        // The stages go with the task, and the workers with them (killed on drop).
+        pipeline_task.abort();
+        let _ = (&mut pipeline_task).await;
     }
     // The pipeline has delivered everything: drain the transcripts it sent on the way out.
     d.begin_stop("all input transcribed");
@@ -961,6 +1199,22 @@ pub async fn run(opts: Options) -> Result<()> {
         // Dropping the listener removes the socket file.
         let _ = t.await;
     }
+    if let Some(j) = &d.journal {
+        j.flush();
+        let h = j.health();
+        if h.entries > 0 {
+            crate::log_warn!(
+                "{} segment(s) ({:.1} s of speech) not transcribed stay in the journal at {}: the next start transcribes them first (their text then goes where [journal] recovered says; `swictation recovered` shows kept text)",
+                h.entries,
+                h.seconds,
+                j.dir().display()
+            );
+        }
+    }
+    let Some(report) = report else {
+        crate::log_info!("stopped before all speech was transcribed");
+        return Ok(());
+    };
     let report = report.context("pipeline task panicked")??;
     if !report.quarantined.is_empty() {
         crate::log_warn!(
@@ -977,6 +1231,13 @@ pub async fn run(opts: Options) -> Result<()> {
         report.delivered
     );
     Ok(())
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_capture(c: &mut Option<CaptureState>) -> Option<CaptureEvent> {

@@ -120,16 +120,34 @@ static SOCKET_SEQ: AtomicU64 = AtomicU64::new(0);
 /// The directory for worker sockets: `$XDG_RUNTIME_DIR/swictation`, else `/tmp/swictation-UID`,
 /// created with mode 0700.
 pub fn socket_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = swictation_proto::paths::runtime_dir().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("swictation-{}", nix::unistd::getuid()))
     });
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    // The control socket's check: ours, a real directory, 0700 (a /tmp directory made
+    // beforehand by another user is refused, never chmod-ed and used).
+    crate::io::control::prepare_dir(&dir)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("{e:#}")))?;
     Ok(dir)
+}
+
+/// Whether the peer on `stream` is the process we spawned (pid) and runs as us (uid): only our
+/// own child may speak as a worker.
+fn peer_is_child(stream: &Stream, child_pid: Option<u32>) -> Result<(), String> {
+    use interprocess::local_socket::traits::StreamCommon;
+    let cred = stream
+        .peer_creds()
+        .map_err(|e| format!("cannot read its credentials: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.euid() != Some(me) {
+        return Err(format!("uid {:?} is not ours ({me})", cred.euid()));
+    }
+    if cred.pid().map(|p| p as u32) != child_pid || child_pid.is_none() {
+        return Err(format!(
+            "pid {:?} is not the spawned worker ({child_pid:?})",
+            cred.pid()
+        ));
+    }
+    Ok(())
 }
 
 /// A running worker with an established connection.
@@ -221,15 +239,22 @@ impl Worker {
         }
 
         let deadline = tokio::time::Instant::now() + load_timeout;
-        let stream = tokio::select! {
-            s = listener.accept() => s.map_err(spawn_err)?,
-            status = child.wait() => {
-                drop(listener);
-                return Err(died_early(role, status, &stderr).await);
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                let _ = child.start_kill();
-                return Err(WorkerError::Timeout { role, what: "its connection", after: load_timeout });
+        let stream = loop {
+            let stream = tokio::select! {
+                s = listener.accept() => s.map_err(spawn_err)?,
+                status = child.wait() => {
+                    drop(listener);
+                    return Err(died_early(role, status, &stderr).await);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = child.start_kill();
+                    return Err(WorkerError::Timeout { role, what: "its connection", after: load_timeout });
+                }
+            };
+            match peer_is_child(&stream, child.id()) {
+                Ok(()) => break stream,
+                // Someone else connected first: refused, and the real worker still awaited.
+                Err(why) => crate::log_warn!("refused a {role} worker connection: {why}"),
             }
         };
         drop(listener);
@@ -451,7 +476,7 @@ impl Worker {
         let _ = self.child.start_kill();
         WorkerError::Protocol {
             role: self.role,
-            message: format!("unexpected reply {reply:?}"),
+            message: format!("unexpected reply {}", reply.kind()),
         }
     }
 

@@ -183,6 +183,12 @@ pub struct Status {
     pub queue_depth: usize,
     /// Segments set aside because they crashed a worker (not retried).
     pub quarantined: usize,
+    /// Transcripts recovered from an earlier run's journal and kept for `swictation recovered`.
+    #[serde(default)]
+    pub recovered: usize,
+    /// The speech journal: what it holds and whether it can keep new speech.
+    #[serde(default)]
+    pub journal: JournalStatus,
     /// Latency percentiles over a recent window.
     pub latency: Latency,
     /// Seconds since the daemon started.
@@ -205,10 +211,27 @@ impl Status {
             sleep: None,
             queue_depth: 0,
             quarantined: 0,
+            recovered: 0,
+            journal: JournalStatus::default(),
             latency: Latency::default(),
             uptime_s: 0.0,
         }
     }
+}
+
+/// The speech journal, for status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JournalStatus {
+    /// Entries on disk (segments not yet delivered, and the open one's draft).
+    pub entries: usize,
+    /// Their audio, seconds.
+    pub seconds: f64,
+    /// Entries that could not be kept on disk in this run (disk full, the size cap).
+    pub not_kept: u64,
+    /// The first reason one could not be kept.
+    pub problem: Option<String>,
+    /// Entries left by an earlier run that could not be read, put aside in `journal/damaged/`.
+    pub damaged: usize,
 }
 
 /// Something that happened, streamed to `subscribe` clients as one JSON line each, tagged by
@@ -254,6 +277,19 @@ pub enum Event {
         /// Detail.
         reason: String,
     },
+    /// Text recovered from an earlier run's journal (sent, like transcripts, only to same-user
+    /// clients of the control socket).
+    Recovered {
+        /// The journal entry it came from.
+        entry: String,
+        /// The text.
+        text: String,
+    },
+    /// The journal could not keep speech, or found entries it could not read.
+    JournalProblem {
+        /// What, in words.
+        message: String,
+    },
     /// A worker finished loading.
     WorkerReady {
         /// `vad` or `asr`.
@@ -265,6 +301,25 @@ pub enum Event {
         /// Its model.
         model: String,
     },
+}
+
+/// `3 entries (4.2 s); 2 recovered (swictation recovered)`, with any problem.
+fn journal_line(s: &Status) -> String {
+    let j = &s.journal;
+    let mut line = format!("{} entries ({:.1} s)", j.entries, j.seconds);
+    if s.recovered > 0 {
+        line.push_str(&format!(
+            "; {} recovered (swictation recovered)",
+            s.recovered
+        ));
+    }
+    if j.damaged > 0 {
+        line.push_str(&format!("; {} damaged, put aside", j.damaged));
+    }
+    if let Some(p) = &j.problem {
+        line.push_str(&format!("; {} not kept: {p}", j.not_kept));
+    }
+    line
 }
 
 /// Percentiles over the last `capacity` samples: recent behaviour, in bounded memory.
@@ -557,6 +612,7 @@ pub fn render_text(s: &Status) -> String {
                 s.queue_depth, s.quarantined
             ),
         ],
+        vec!["journal".to_owned(), journal_line(s)],
         vec![
             "vad frame".to_owned(),
             format!(

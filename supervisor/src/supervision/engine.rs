@@ -67,7 +67,7 @@ pub fn describe_placement(p: &[ComponentPlacement]) -> String {
 }
 
 /// A transcribed segment of a recording.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct SegmentText {
     /// Position in the stream.
     pub index: u64,
@@ -81,6 +81,26 @@ pub struct SegmentText {
     pub speech_end: f64,
     /// What was said.
     pub text: String,
+    /// Its journal entry, retired once the text has been delivered.
+    #[serde(skip)]
+    pub journal: Option<String>,
+    /// Recorded by an earlier run of the daemon and replayed from the journal.
+    #[serde(skip)]
+    pub recovered: bool,
+}
+
+/// Never the text (privacy: no transcript in Debug output).
+impl std::fmt::Debug for SegmentText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentText")
+            .field("index", &self.index)
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .field("characters", &self.text.chars().count())
+            .field("journal", &self.journal)
+            .field("recovered", &self.recovered)
+            .finish()
+    }
 }
 
 impl SegmentText {
@@ -94,6 +114,8 @@ impl SegmentText {
             speech_start: secs(s.speech_start),
             speech_end: secs(s.speech_end),
             text,
+            journal: None,
+            recovered: false,
         }
     }
 }

@@ -107,11 +107,24 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// The installed "go forward ten meters" clip (2.8 s), if present.
-    pub fn installed() -> Option<Self> {
+    /// The installed "go forward ten meters" clip (2.8 s); without it no worker can be proven,
+    /// so the error (naming the file) becomes every start's load error.
+    pub fn installed() -> Result<Self, String> {
         let path = swictation_proto::paths::canary_clip();
-        let bytes = std::fs::read(path).ok()?;
-        Some(Self {
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "the canary clip {} cannot be read ({e}): no worker is trusted without it (run deploy/setup.sh)",
+                path.display()
+            )
+        })?;
+        if bytes.len() < 2 * 16_000 {
+            return Err(format!(
+                "the canary clip {} holds {} bytes, not speech (run deploy/setup.sh)",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        Ok(Self {
             speech: crate::io::audio::from_raw_s16le(&bytes),
             text: "go forward ten meters".into(),
         })
@@ -161,7 +174,7 @@ pub struct Supervised {
     state: WorkerState,
     history: RestartHistory,
     policy: RestartPolicy,
-    canary: Option<Canary>,
+    canary: Result<Canary, String>,
     board: Board,
     epoch: Instant,
     next_attempt: Option<Instant>,
@@ -181,7 +194,7 @@ impl Supervised {
         launch: Arc<LaunchConfig>,
         load_timeout: Duration,
         policy: RestartPolicy,
-        canary: Option<Canary>,
+        canary: Result<Canary, String>,
         board: Board,
     ) -> Self {
         let command = launch.command(&launch.configured(role));
@@ -271,10 +284,12 @@ impl Supervised {
             Err(e) => return Err(self.record(e, None).await),
         };
         self.apply(WorkerEvent::Connected);
-        if let Some(canary) = self.canary.clone() {
-            if let Err(reason) = run_canary(self.role, &mut worker, &canary).await {
-                return Err(self.record(reason, Some(worker)).await);
-            }
+        let canary = match self.canary.clone() {
+            Ok(c) => c,
+            Err(why) => return Err(self.record(why, Some(worker)).await),
+        };
+        if let Err(reason) = run_canary(self.role, &mut worker, &canary).await {
+            return Err(self.record(reason, Some(worker)).await);
         }
         let h = worker.hello().clone();
         let pid = h.pid;
@@ -571,12 +586,14 @@ impl Supervised {
                 return;
             }
         };
-        if let Some(canary) = self.canary.clone() {
-            if let Err(reason) = run_canary(self.role, &mut candidate, &canary).await {
-                let (class, why) = self.classify(reason.into(), Some(candidate)).await;
-                placer.switch_failed(&order, class, &why);
-                return;
-            }
+        let proven = match self.canary.clone() {
+            Ok(canary) => run_canary(self.role, &mut candidate, &canary).await,
+            Err(why) => Err(why),
+        };
+        if let Err(reason) = proven {
+            let (class, why) = self.classify(reason.into(), Some(candidate)).await;
+            placer.switch_failed(&order, class, &why);
+            return;
         }
         let h = candidate.hello().clone();
         let old = self.worker.replace(candidate);
@@ -628,7 +645,7 @@ impl Supervised {
     async fn unexpected(&mut self, reply: Reply) -> CallError {
         let worker = self.worker.take();
         let input = FailureInput {
-            message: format!("unexpected reply {reply:?}"),
+            message: format!("unexpected reply {}", reply.kind()),
             protocol: true,
             ..FailureInput::default()
         };
