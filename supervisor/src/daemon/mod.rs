@@ -893,22 +893,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let placement = crate::config::translate::placement_config(&config)?;
     let gpu_probe = crate::io::gpu::probe_from_options(gpu_script.as_deref())
         .context("reading the GPU script")?;
-    let file_audio = match &input {
-        Input::Files { paths, .. } => {
-            let mut samples = Vec::new();
-            for (i, f) in paths.iter().enumerate() {
-                if i > 0 {
-                    // A second of silence between recordings so each ends as its own utterance.
-                    samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
-                }
-                samples.extend(crate::io::audio::load(f)?.samples);
-            }
-            // Trailing silence lets the last utterance close naturally, as when the user stops.
-            samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
-            Some(samples)
-        }
-        _ => None,
-    };
+    let file_audio = load_files(&input)?;
 
     // The control socket is listening before READY=1, so `swictation status` works as soon as
     // systemd says the service is up. For a file run a second daemon's socket is not fatal.
@@ -941,54 +926,11 @@ pub async fn run(opts: Options) -> Result<()> {
     let (gate, gate_rx) = watch::channel(Gate::Open);
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(AUDIO_QUEUE);
 
-    // Output on its own thread: typing tools may block, and stdout may be a slow pipe.
-    let (out_tx, out_rx) = std::sync::mpsc::channel::<(Outgoing, Option<String>)>();
-    crate::log_info!("transcripts go to {}", output.describe());
-    let out_journal = at_start.journal.clone();
-    let output_thread = std::thread::Builder::new()
-        .name("output".into())
-        .spawn(move || {
-            let mut output = Deliverer::new(output);
-            let mut failures = 0u32;
-            for (what, entry) in out_rx {
-                match output.deliver(&what) {
-                    Ok(()) => {
-                        // Delivered: the speech journal may let go of it.
-                        if let (Some(j), Some(id)) = (&out_journal, &entry) {
-                            j.retire(id);
-                        }
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        // Once is informative; every transcript would flood the log.
-                        if failures <= 3 {
-                            crate::log_error!("output: {e}");
-                        }
-                    }
-                }
-            }
-        })?;
+    let (out_tx, output_thread) = spawn_output(output, at_start.journal.clone())?;
 
     // Capture starts before the workers: a --device that matches nothing fails now, and the
     // audio captured while the models load waits in the queue (the pre-roll of the first words).
-    let capture = match &input {
-        Input::Capture { device } => {
-            let (cap_tx, cap_rx) = mpsc::unbounded_channel();
-            let cc = CaptureConfig {
-                device: device.clone(),
-                ..CaptureConfig::default()
-            };
-            let handle = capture::start(cc, cap_tx).context("starting audio capture")?;
-            Some(CaptureState {
-                handle: Some(handle),
-                rx: Some(cap_rx),
-                device: input.describe(),
-                error: None,
-                pending: Vec::with_capacity(CHUNK * 2),
-            })
-        }
-        _ => None,
-    };
+    let capture = start_capture(&input)?;
 
     // The pipeline: start the workers, then run; the loop hears of readiness through `ready`.
     let mut pcfg = pipeline_config(&config, allow_faults);
@@ -1026,27 +968,7 @@ pub async fn run(opts: Options) -> Result<()> {
     });
 
     // Audio sources.
-    let mut feeder: Option<tokio::task::JoinHandle<()>> = None;
-    match &input {
-        Input::Capture { .. } => {}
-        Input::Files { paced, .. } => {
-            let samples = file_audio.unwrap_or_default();
-            feeder = Some(tokio::spawn(play_file(
-                samples,
-                *paced,
-                audio_tx.clone(),
-                gate_rx.clone(),
-                tap.clone(),
-            )));
-        }
-        Input::Stdin => {
-            feeder = Some(tokio::spawn(play_stdin(
-                audio_tx.clone(),
-                gate_rx.clone(),
-                tap.clone(),
-            )))
-        }
-    }
+    let mut feeder = start_feeder(&input, file_audio, &audio_tx, &gate_rx, &tap);
     // File and stdin feeders own their sender; the loop keeps one for the pause silence.
     let config_ptt = config.ptt.policy();
     let config_dictation = config.dictation.rules();
@@ -1200,17 +1122,132 @@ pub async fn run(opts: Options) -> Result<()> {
         let _ = t.await;
     }
     if let Some(j) = &d.journal {
-        j.flush();
-        let h = j.health();
-        if h.entries > 0 {
-            crate::log_warn!(
-                "{} segment(s) ({:.1} s of speech) not transcribed stay in the journal at {}: the next start transcribes them first (their text then goes where [journal] recovered says; `swictation recovered` shows kept text)",
-                h.entries,
-                h.seconds,
-                j.dir().display()
-            );
-        }
+        say_what_stays(j);
     }
+    finish(report)
+}
+
+/// The recordings of a file run, back to back with a second of silence between and after them;
+/// `None` for live input. Read before anything starts, so a bad file is refused at once.
+fn load_files(input: &Input) -> Result<Option<Vec<f32>>> {
+    let Input::Files { paths, .. } = input else {
+        return Ok(None);
+    };
+    let mut samples = Vec::new();
+    for (i, f) in paths.iter().enumerate() {
+        if i > 0 {
+            // A second of silence between recordings so each ends as its own utterance.
+            samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
+        }
+        samples.extend(crate::io::audio::load(f)?.samples);
+    }
+    // Trailing silence lets the last utterance close naturally, as when the user stops.
+    samples.extend(std::iter::repeat_n(0.0f32, SAMPLE_RATE as usize));
+    Ok(Some(samples))
+}
+
+/// What goes to the output thread: something to deliver, and the journal entry to retire once it
+/// is delivered.
+type OutputSender = std::sync::mpsc::Sender<(Outgoing, Option<String>)>;
+
+/// Output on its own thread: typing tools may block, and stdout may be a slow pipe. An entry is
+/// retired from the journal only after its text was delivered.
+fn spawn_output(
+    output: Output,
+    journal: Option<Journal>,
+) -> Result<(OutputSender, std::thread::JoinHandle<()>)> {
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<(Outgoing, Option<String>)>();
+    crate::log_info!("transcripts go to {}", output.describe());
+    let thread = std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || {
+            let mut output = Deliverer::new(output);
+            let mut failures = 0u32;
+            for (what, entry) in out_rx {
+                match output.deliver(&what) {
+                    Ok(()) => {
+                        // Delivered: the speech journal may let go of it.
+                        if let (Some(j), Some(id)) = (&journal, &entry) {
+                            j.retire(id);
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        // Once is informative; every transcript would flood the log.
+                        if failures <= 3 {
+                            crate::log_error!("output: {e}");
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok((out_tx, thread))
+}
+
+/// Live capture for microphone input (`None` for files and stdin).
+fn start_capture(input: &Input) -> Result<Option<CaptureState>> {
+    let Input::Capture { device } = input else {
+        return Ok(None);
+    };
+    let (cap_tx, cap_rx) = mpsc::unbounded_channel();
+    let cc = CaptureConfig {
+        device: device.clone(),
+        ..CaptureConfig::default()
+    };
+    let handle = capture::start(cc, cap_tx).context("starting audio capture")?;
+    Ok(Some(CaptureState {
+        handle: Some(handle),
+        rx: Some(cap_rx),
+        device: input.describe(),
+        error: None,
+        pending: Vec::with_capacity(CHUNK * 2),
+    }))
+}
+
+/// The task that feeds a file or stdin into the pipeline (`None` for live capture, which the
+/// main loop feeds).
+fn start_feeder(
+    input: &Input,
+    file_audio: Option<Vec<f32>>,
+    audio_tx: &mpsc::Sender<Vec<f32>>,
+    gate_rx: &watch::Receiver<Gate>,
+    tap: &SharedTap,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match input {
+        Input::Capture { .. } => None,
+        Input::Files { paced, .. } => Some(tokio::spawn(play_file(
+            file_audio.unwrap_or_default(),
+            *paced,
+            audio_tx.clone(),
+            gate_rx.clone(),
+            tap.clone(),
+        ))),
+        Input::Stdin => Some(tokio::spawn(play_stdin(
+            audio_tx.clone(),
+            gate_rx.clone(),
+            tap.clone(),
+        ))),
+    }
+}
+
+/// At exit: how much speech stays in the journal untranscribed, and how to get it back.
+fn say_what_stays(j: &Journal) {
+    j.flush();
+    let h = j.health();
+    if h.entries > 0 {
+        crate::log_warn!(
+            "{} segment(s) ({:.1} s of speech) not transcribed stay in the journal at {}: the next start transcribes them first (their text then goes where [journal] recovered says; `swictation recovered` shows kept text)",
+            h.entries,
+            h.seconds,
+            j.dir().display()
+        );
+    }
+}
+
+/// The end of a run: what the pipeline reported (`None`: the stop did not wait for it).
+fn finish(
+    report: Option<std::result::Result<Result<stages::Report>, tokio::task::JoinError>>,
+) -> Result<()> {
     let Some(report) = report else {
         crate::log_info!("stopped before all speech was transcribed");
         return Ok(());
