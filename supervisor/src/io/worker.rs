@@ -153,6 +153,7 @@ fn peer_is_child(stream: &Stream, child_pid: Option<u32>) -> Result<(), String> 
 /// A running worker with an established connection.
 pub struct Worker {
     role: Role,
+    deadlines: Deadlines,
     child: Child,
     hello: Hello,
     stream: Stream,
@@ -161,7 +162,41 @@ pub struct Worker {
     ready_ms: f64,
 }
 
+/// How long a typed request may take: the one place request deadlines are computed, from the
+/// supervision config's `hang_timeout_s` (the supervised workers and their canary use the
+/// configured one; bench and `transcribe` the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The base allowance of every request.
+    pub hang: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            hang: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Deadlines {
+    /// For `frames` VAD frames: at most 3 s of allowance, plus 10 ms a frame.
+    pub fn vad(&self, frames: usize) -> Duration {
+        self.hang.min(Duration::from_secs(3)) + Duration::from_millis(10 * frames as u64)
+    }
+
+    /// For transcribing `seconds` of speech: the allowance plus twice the speech.
+    pub fn transcribe(&self, seconds: f64) -> Duration {
+        self.hang + Duration::from_secs_f64(2.0 * seconds.max(0.0))
+    }
+}
+
 impl Worker {
+    /// Use `deadlines` for this worker's typed requests from now on.
+    pub fn set_deadlines(&mut self, deadlines: Deadlines) {
+        self.deadlines = deadlines;
+    }
+
     /// Start the worker, wait for its connection and handshake (at most `load_timeout`).
     pub async fn spawn(cmd: &WorkerCommand, load_timeout: Duration) -> Result<Self, WorkerError> {
         let role = cmd.role;
@@ -311,6 +346,7 @@ impl Worker {
         }
         Ok(Self {
             role,
+            deadlines: Deadlines::default(),
             child,
             hello,
             stream,
@@ -415,7 +451,7 @@ impl Worker {
     pub async fn vad_frames(&mut self, samples: Vec<f32>) -> Result<(Vec<f32>, u64), WorkerError> {
         let id = self.next_id();
         let frames = samples.len() / swictation_proto::VAD_FRAME;
-        let timeout = Duration::from_secs(5) + Duration::from_millis(20 * frames as u64);
+        let timeout = self.deadlines.vad(frames);
         match self
             .call(Request::VadFrames { id, samples }, timeout)
             .await?
@@ -449,7 +485,7 @@ impl Worker {
     ) -> Result<(String, u64), WorkerError> {
         let id = self.next_id();
         let seconds = samples.len() as f64 / swictation_proto::SAMPLE_RATE as f64;
-        let timeout = Duration::from_secs_f64(10.0 + seconds * 3.0);
+        let timeout = self.deadlines.transcribe(seconds);
         match self
             .call(
                 Request::Transcribe {

@@ -13,7 +13,11 @@ use serde::Serialize;
 use swictation_proto::{ErrorKind, Fault, Reply, Request, Role, VAD_FRAME};
 
 use crate::io::launch::LaunchConfig;
-use crate::io::worker::{Worker, WorkerCommand, WorkerError};
+use crate::io::worker::{Deadlines, Worker, WorkerCommand, WorkerError};
+
+/// One request on a worker, borrowed for as long as it runs.
+type WorkerCall<'w, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, WorkerError>> + Send + 'w>>;
 use crate::report::board::Board;
 use crate::report::status::{Event, FailureRecord};
 use crate::supervision::placer::{Order, Placer};
@@ -225,6 +229,13 @@ impl Supervised {
         self.placer = Some(placer);
     }
 
+    /// Request deadlines from the restart policy's hang timeout (the canary's too).
+    fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            hang: self.policy.hang_timeout,
+        }
+    }
+
     /// The role.
     pub fn role(&self) -> Role {
         self.role
@@ -280,7 +291,10 @@ impl Supervised {
         self.apply(WorkerEvent::Spawn);
         let spawned = Instant::now();
         let mut worker = match Worker::spawn(&self.command, self.load_timeout).await {
-            Ok(w) => w,
+            Ok(mut w) => {
+                w.set_deadlines(self.deadlines());
+                w
+            }
             Err(e) => return Err(self.record(e, None).await),
         };
         self.apply(WorkerEvent::Connected);
@@ -360,6 +374,27 @@ impl Supervised {
     }
 
     async fn call(&mut self, request: Request, timeout: Duration) -> Result<Reply, CallError> {
+        // A liveness ping is not work: the worker does not show as busy for it.
+        let work = !matches!(request, Request::Ping { .. });
+        self.request(work, |w| Box::pin(w.call(request, timeout)))
+            .await
+    }
+
+    /// A typed request (busy while it runs).
+    async fn typed<T>(
+        &mut self,
+        f: impl for<'w> FnOnce(&'w mut Worker) -> WorkerCall<'w, T>,
+    ) -> Result<T, CallError> {
+        self.request(true, f).await
+    }
+
+    /// Run one request on the worker: busy on the board while it is `work`, an error reply
+    /// reported as rejected, anything else a failure recorded and classified.
+    async fn request<T>(
+        &mut self,
+        work: bool,
+        f: impl for<'w> FnOnce(&'w mut Worker) -> WorkerCall<'w, T>,
+    ) -> Result<T, CallError> {
         let Some(worker) = self.worker.as_mut() else {
             return Err(CallError::Failed(Failure {
                 class: FailureClass::Exit(-1),
@@ -369,8 +404,6 @@ impl Supervised {
                 },
             }));
         };
-        // A liveness ping is not work: the worker does not show as busy for it.
-        let work = !matches!(request, Request::Ping { .. });
         let result = {
             let next = transition(self.state, WorkerEvent::RequestSent);
             if work && next != self.state {
@@ -378,7 +411,7 @@ impl Supervised {
                 self.board
                     .update_worker(self.role, |w| w.state = next.as_str().into());
             }
-            worker.call(request, timeout).await
+            f(worker).await
         };
         match result {
             Ok(reply) => {
@@ -486,51 +519,23 @@ impl Supervised {
         }
     }
 
-    /// Speech probability per frame.
+    /// Speech probability per frame (the typed request of [`Worker::vad_frames`], with the
+    /// configured deadlines).
     pub async fn vad_frames(&mut self, samples: Vec<f32>) -> Result<Vec<f32>, CallError> {
-        let frames = samples.len() / VAD_FRAME;
-        let id = self.next_id();
-        let timeout = self.policy.hang_timeout.min(Duration::from_secs(3))
-            + Duration::from_millis(10 * frames as u64);
-        match self
-            .call(Request::VadFrames { id, samples }, timeout)
-            .await?
-        {
-            Reply::VadProbs { id: got, probs, .. } if got == id && probs.len() == frames => {
-                Ok(probs)
-            }
-            other => Err(self.unexpected(other).await),
-        }
+        self.typed(|w| Box::pin(w.vad_frames(samples)))
+            .await
+            .map(|(probs, _)| probs)
     }
 
-    /// Transcribe one segment; the deadline scales with its length.
+    /// Transcribe one segment ([`Worker::transcribe`]); the deadline scales with its length.
     pub async fn transcribe(
         &mut self,
         segment: u64,
         samples: Vec<f32>,
     ) -> Result<String, CallError> {
-        let id = self.next_id();
-        let seconds = samples.len() as f64 / swictation_proto::SAMPLE_RATE as f64;
-        let timeout = self.policy.hang_timeout + Duration::from_secs_f64(2.0 * seconds);
-        match self
-            .call(
-                Request::Transcribe {
-                    id,
-                    segment,
-                    samples,
-                },
-                timeout,
-            )
-            .await?
-        {
-            Reply::Transcript {
-                id: got,
-                segment: s,
-                text,
-                ..
-            } if got == id && s == segment => Ok(text),
-            other => Err(self.unexpected(other).await),
-        }
+        self.typed(|w| Box::pin(w.transcribe(segment, samples)))
+            .await
+            .map(|(text, _)| text)
     }
 
     /// Liveness probe for an idle worker (a frozen one is killed and restarted).
@@ -579,7 +584,10 @@ impl Supervised {
         let spawned = Instant::now();
         let command = self.launch.command(&order.to);
         let mut candidate = match Worker::spawn(&command, self.load_timeout).await {
-            Ok(w) => w,
+            Ok(mut w) => {
+                w.set_deadlines(self.deadlines());
+                w
+            }
             Err(e) => {
                 let (class, why) = self.classify(e.into(), None).await;
                 placer.switch_failed(&order, class, &why);
