@@ -227,6 +227,44 @@ pub fn slept(before: Duration, now: Duration) -> Option<Duration> {
     (gap >= Duration::from_secs(2)).then_some(gap)
 }
 
+/// What a supervised worker tells the placer: the one message type from supervision to
+/// placement, applied in one place ([`Placer::tell`]).
+#[derive(Debug, Clone)]
+pub enum WorkerNews {
+    /// It passed its canary and serves, as process `pid`.
+    Ready {
+        /// Its process.
+        pid: u32,
+    },
+    /// It failed (`after_ready`: while serving; `escalated`: the restart budget is spent).
+    Failed {
+        /// How.
+        class: FailureClass,
+        /// Whether it had been serving.
+        after_ready: bool,
+        /// Whether the restart policy escalated.
+        escalated: bool,
+    },
+    /// It was stopped on purpose.
+    Stopped,
+    /// `order` was carried out: the worker now serves there as `pid`.
+    Switched {
+        /// The order.
+        order: Order,
+        /// The new process.
+        pid: u32,
+    },
+    /// `order` could not be carried out; the old worker (if any) keeps serving.
+    SwitchFailed {
+        /// The order.
+        order: Order,
+        /// How the new worker failed.
+        class: FailureClass,
+        /// Why, in words.
+        why: String,
+    },
+}
+
 impl Placer {
     /// A placer reading `probe`, deciding by `cfg`; `launch` says whether GPU placements are
     /// simulated and the configured context window.
@@ -268,6 +306,23 @@ impl Placer {
         });
         placer.read();
         placer
+    }
+
+    /// Apply what `role`'s supervised worker reports (a failure first waits for its memory).
+    pub async fn tell(&self, role: Role, news: WorkerNews) {
+        match news {
+            WorkerNews::Ready { pid } => self.on_ready(role, pid),
+            WorkerNews::Failed {
+                class,
+                after_ready,
+                escalated,
+            } => self.on_failure(role, class, after_ready, escalated).await,
+            WorkerNews::Stopped => self.on_stopped(role),
+            WorkerNews::Switched { order, pid } => self.switched(&order, pid),
+            WorkerNews::SwitchFailed { order, class, why } => {
+                self.switch_failed(&order, class, &why)
+            }
+        }
     }
 
     /// The circuit breaker: `Some(why)` while new ASR requests must wait.
@@ -640,7 +695,7 @@ impl Placer {
 
     /// A worker failed: wait for its memory, then let the failure move it down the ladder (the
     /// next [`Placer::before_spawn`] starts it where this decided, if that still fits).
-    pub async fn on_failure(
+    async fn on_failure(
         &self,
         role: Role,
         class: FailureClass,
@@ -681,7 +736,7 @@ impl Placer {
     }
 
     /// A worker passed its canary: note it serving, and learn its real VRAM there.
-    pub fn on_ready(&self, role: Role, pid: u32) {
+    fn on_ready(&self, role: Role, pid: u32) {
         if let Ok(mut st) = self.state.lock() {
             set_state(&mut st.current, role, Phase::Ready, Some(pid));
         }
@@ -717,7 +772,7 @@ impl Placer {
     }
 
     /// A worker was stopped on purpose.
-    pub fn on_stopped(&self, role: Role) {
+    fn on_stopped(&self, role: Role) {
         if let Ok(mut st) = self.state.lock() {
             set_state(&mut st.current, role, Phase::Absent, None);
         }
@@ -847,7 +902,7 @@ impl Placer {
     }
 
     /// Make-before-break succeeded: the new worker (`pid`) serves at `order.to`.
-    pub fn switched(&self, order: &Order, pid: u32) {
+    fn switched(&self, order: &Order, pid: u32) {
         if let Ok(mut st) = self.state.lock() {
             set_spot(&mut st.current, order.to);
         }
@@ -858,7 +913,7 @@ impl Placer {
     /// Make-before-break failed: the new placement's worker did not come up. The failure is
     /// remembered against that placement (a ban, a longer wait before trying it again); the old
     /// worker goes on serving where it was.
-    pub fn switch_failed(&self, order: &Order, class: FailureClass, why: &str) {
+    fn switch_failed(&self, order: &Order, class: FailureClass, why: &str) {
         let Ok(mut guard) = self.state.lock() else {
             return;
         };

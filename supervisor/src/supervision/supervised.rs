@@ -20,7 +20,7 @@ type WorkerCall<'w, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, WorkerError>> + Send + 'w>>;
 use crate::report::board::Board;
 use crate::report::status::{Event, FailureRecord};
-use crate::supervision::placer::{Order, Placer};
+use crate::supervision::placer::{Order, Placer, WorkerNews};
 use swictation_policy::failure::{self, FailureClass, Observation};
 use swictation_policy::placement::Switch;
 use swictation_policy::restart::{RestartHistory, RestartPolicy, Verdict};
@@ -311,7 +311,7 @@ impl Supervised {
         self.serving = true;
         self.apply(WorkerEvent::CanaryPassed);
         if let Some(p) = &self.placer {
-            p.on_ready(self.role, pid);
+            p.tell(self.role, WorkerNews::Ready { pid }).await;
         }
         let now = Instant::now();
         self.history.on_ready(now - self.epoch);
@@ -510,7 +510,15 @@ impl Supervised {
         let after_ready = std::mem::take(&mut self.serving);
         if let Some(p) = self.placer.clone() {
             let escalated = matches!(decision, Verdict::Escalate { .. });
-            p.on_failure(self.role, class, after_ready, escalated).await;
+            p.tell(
+                self.role,
+                WorkerNews::Failed {
+                    class,
+                    after_ready,
+                    escalated,
+                },
+            )
+            .await;
         }
         Failure {
             class,
@@ -590,7 +598,9 @@ impl Supervised {
             }
             Err(e) => {
                 let (class, why) = self.classify(e.into(), None).await;
-                placer.switch_failed(&order, class, &why);
+                placer
+                    .tell(self.role, WorkerNews::SwitchFailed { order, class, why })
+                    .await;
                 return;
             }
         };
@@ -600,7 +610,9 @@ impl Supervised {
         };
         if let Err(reason) = proven {
             let (class, why) = self.classify(reason.into(), Some(candidate)).await;
-            placer.switch_failed(&order, class, &why);
+            placer
+                .tell(self.role, WorkerNews::SwitchFailed { order, class, why })
+                .await;
             return;
         }
         let h = candidate.hello().clone();
@@ -624,7 +636,9 @@ impl Supervised {
             device,
             model: h.model,
         });
-        placer.switched(&order, h.pid);
+        placer
+            .tell(self.role, WorkerNews::Switched { order, pid: h.pid })
+            .await;
         if let Some(old) = old {
             old.shutdown().await;
         }
@@ -637,7 +651,7 @@ impl Supervised {
         }
         self.serving = false;
         if let Some(p) = &self.placer {
-            p.on_stopped(self.role);
+            p.tell(self.role, WorkerNews::Stopped).await;
         }
         self.apply(WorkerEvent::Stop);
         self.board.update_worker(self.role, |w| {
