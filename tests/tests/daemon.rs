@@ -276,6 +276,7 @@ fn doctor_reports_every_check_with_fixes() {
         "audio input",
         "output",
         "output tools",
+        "typing tool",
         "control socket",
     ] {
         assert!(names.contains(&want), "no `{want}` row: {names:?}");

@@ -597,7 +597,29 @@ fn output_rows(cfg: &Config) -> Vec<Check> {
             "",
         )
     };
-    vec![configured, tools]
+    let (typer, why) = output::type_tool_choice(cfg.output.type_tool, &session);
+    let typing = match output::find_program(typer.program()) {
+        Some(_) => Check::new(
+            "typing tool",
+            Verdict::Pass,
+            format!("{} ({why})", typer.program()),
+            "",
+        ),
+        None => Check::new(
+            "typing tool",
+            if cfg.output.mode == OutputMode::Type {
+                Verdict::Fail
+            } else {
+                Verdict::Warn
+            },
+            format!(
+                "{} would be used ({why}), but it is not installed",
+                typer.program()
+            ),
+            typer.install_hint(),
+        ),
+    };
+    vec![configured, tools, typing]
 }
 
 fn list_or_none(v: &[&str]) -> String {

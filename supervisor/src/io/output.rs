@@ -31,6 +31,8 @@ pub struct Session {
     pub wayland_display: Option<String>,
     /// `$DISPLAY`, if set and non-empty.
     pub display: Option<String>,
+    /// `$XDG_CURRENT_DESKTOP` (`GNOME`, `KDE`, `sway`, ...), if set and non-empty.
+    pub desktop: Option<String>,
 }
 
 impl Session {
@@ -41,7 +43,17 @@ impl Session {
             session_type: var("XDG_SESSION_TYPE"),
             wayland_display: var("WAYLAND_DISPLAY"),
             display: var("DISPLAY"),
+            desktop: var("XDG_CURRENT_DESKTOP"),
         }
+    }
+
+    /// Whether the desktop is GNOME or KDE, whose compositors offer no virtual-keyboard
+    /// protocol for wtype.
+    pub fn is_gnome_or_kde(&self) -> bool {
+        self.desktop.as_deref().is_some_and(|d| {
+            d.split(':')
+                .any(|p| p.eq_ignore_ascii_case("gnome") || p.eq_ignore_ascii_case("kde"))
+        })
     }
 
     /// Whether this is a Wayland session: the session type says so, or (under a service
@@ -122,16 +134,30 @@ impl Tool for Clipper {
     }
 }
 
-/// Which typing tool to use: the configured one, or for `auto` wtype under Wayland, xdotool
-/// under X11, and ydotool otherwise (a console or an unknown session: uinput needs no display).
+/// Which typing tool to use: the configured one, or for `auto` wtype under Wayland (ydotool
+/// under GNOME's and KDE's Wayland, which do not offer the virtual-keyboard protocol wtype
+/// needs), xdotool under X11, and ydotool otherwise (a console or an unknown session: uinput
+/// needs no display).
 pub fn choose_type_tool(preference: TypeTool, session: &Session) -> Typer {
+    type_tool_choice(preference, session).0
+}
+
+/// [`choose_type_tool`], with why in words (for `doctor`).
+pub fn type_tool_choice(preference: TypeTool, session: &Session) -> (Typer, &'static str) {
     match preference {
-        TypeTool::Wtype => Typer::Wtype,
-        TypeTool::Ydotool => Typer::Ydotool,
-        TypeTool::Xdotool => Typer::Xdotool,
-        TypeTool::Auto if session.is_wayland() => Typer::Wtype,
-        TypeTool::Auto if session.has_x() => Typer::Xdotool,
-        TypeTool::Auto => Typer::Ydotool,
+        TypeTool::Wtype => (Typer::Wtype, "configured (output.type_tool)"),
+        TypeTool::Ydotool => (Typer::Ydotool, "configured (output.type_tool)"),
+        TypeTool::Xdotool => (Typer::Xdotool, "configured (output.type_tool)"),
+        TypeTool::Auto if session.is_wayland() && session.is_gnome_or_kde() => (
+            Typer::Ydotool,
+            "a GNOME or KDE Wayland session: their compositors do not offer the virtual-keyboard protocol wtype needs",
+        ),
+        TypeTool::Auto if session.is_wayland() => (Typer::Wtype, "a Wayland session"),
+        TypeTool::Auto if session.has_x() => (Typer::Xdotool, "an X11 display"),
+        TypeTool::Auto => (
+            Typer::Ydotool,
+            "no display (ydotool types through the kernel's uinput)",
+        ),
     }
 }
 
@@ -374,7 +400,30 @@ mod tests {
             session_type: t.map(String::from),
             wayland_display: wayland.then(|| "wayland-0".to_owned()),
             display: x.then(|| ":0".to_owned()),
+            desktop: None,
         }
+    }
+
+    #[test]
+    fn gnome_and_kde_wayland_type_through_ydotool() {
+        let on = |desktop: &str, wayland: bool| Session {
+            desktop: Some(desktop.to_owned()),
+            ..session(Some(if wayland { "wayland" } else { "x11" }), wayland, true)
+        };
+        let cases = [
+            (on("GNOME", true), Typer::Ydotool),
+            (on("ubuntu:GNOME", true), Typer::Ydotool),
+            (on("KDE", true), Typer::Ydotool),
+            (on("sway", true), Typer::Wtype),
+            (on("Hyprland", true), Typer::Wtype),
+            // Under X11 GNOME and KDE take xdotool like any X server.
+            (on("GNOME", false), Typer::Xdotool),
+        ];
+        for (s, want) in cases {
+            assert_eq!(choose_type_tool(TypeTool::Auto, &s), want, "{s:?}");
+        }
+        let (_, why) = type_tool_choice(TypeTool::Auto, &on("KDE", true));
+        assert!(why.contains("virtual-keyboard"), "{why}");
     }
 
     #[test]
