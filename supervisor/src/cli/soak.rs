@@ -149,11 +149,21 @@ pub struct SoakReport {
     pub speech_out_s: f64,
     /// Faults inflicted on the ASR worker while it was inside a request.
     pub mid_request: u32,
+    /// Clips fed whose own segments came out with more than [`MAX_CLIP_WER_PCT`] word errors:
+    /// (position in the feed, word errors, words).
+    pub wrong_clips: Vec<(usize, usize, usize)>,
+    /// Clips fed.
+    pub clips: usize,
 }
 
 /// Most word errors allowed, percent of the reference words (base-en makes about 3 % on the
 /// clips; a lost, duplicated or wrong segment makes far more).
 pub const MAX_WER_PCT: usize = 10;
+
+/// Most word errors allowed in the segments of any one clip, percent of its words: loose enough
+/// for the model's own slips on a short clip, tight enough that a segment lost, emptied,
+/// duplicated or swapped for another shows.
+pub const MAX_CLIP_WER_PCT: usize = 34;
 
 /// Most supervisor memory growth allowed over a soak, MiB.
 pub const MAX_RSS_GROWTH_MB: u64 = 150;
@@ -192,6 +202,18 @@ impl SoakReport {
             v.push(format!(
                 "wrong text: {} word errors in {} words (more than {MAX_WER_PCT} %)",
                 self.word_errors, self.words
+            ));
+        }
+        if !self.wrong_clips.is_empty() {
+            let list: Vec<String> = self
+                .wrong_clips
+                .iter()
+                .map(|(k, e, w)| format!("clip {} ({e} errors in {w} words)", k + 1))
+                .collect();
+            v.push(format!(
+                "wrong text in {} clip(s), more than {MAX_CLIP_WER_PCT} % each: {}",
+                list.len(),
+                list.join(", ")
             ));
         }
         if self.speech_out_s < 0.8 * self.speech_in_s {
@@ -246,6 +268,15 @@ impl SoakReport {
                 self.word_errors,
                 self.words,
                 100.0 * self.word_errors as f64 / self.words.max(1) as f64
+            ),
+        );
+        row(
+            &mut t,
+            "clips over the word bound",
+            format!(
+                "{} of {} (more than {MAX_CLIP_WER_PCT} % word errors in a clip's own segments)",
+                self.wrong_clips.len(),
+                self.clips
             ),
         );
         row(
@@ -326,6 +357,12 @@ fn zombie_children() -> usize {
         .count()
 }
 
+/// A clip fed: its reference text, seconds of speech, and where it starts and ends in the stream.
+type Fed = (String, f64, f64, f64);
+
+/// A segment delivered: its index, text, seconds, and its middle in the stream.
+type Delivered = (u64, String, f64, f64);
+
 /// Run the soak.
 pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport> {
     engine.allow_faults = true;
@@ -338,8 +375,9 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         s.extend(std::iter::repeat_n(0.0f32, audio::RATE as usize));
         speech.push((s, text.clone(), secs));
     }
-    // What was fed: (reference text, seconds), whole clips only.
-    let fed: Arc<Mutex<Vec<(String, f64)>>> = Arc::default();
+    // What was fed: (reference text, seconds of speech, where it starts and ends in the stream),
+    // whole clips only.
+    let fed: Arc<Mutex<Vec<Fed>>> = Arc::default();
 
     let state = tempfile_dir()?;
     let mut cfg = PipelineConfig::new(engine, SegmenterConfig::default());
@@ -359,6 +397,7 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         let chunk = audio::RATE as usize / 10;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         // Whole clips only, so the words fed are known exactly.
+        let mut at_s = 0.0f64;
         'outer: loop {
             for (clip, text, secs) in &speech {
                 if Instant::now() >= deadline {
@@ -372,9 +411,11 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
                         break 'outer;
                     }
                 }
+                let end_s = at_s + clip.len() as f64 / f64::from(audio::RATE);
                 if let Ok(mut f) = fed_by_source.lock() {
-                    f.push((text.clone(), *secs));
+                    f.push((text.clone(), *secs, at_s, end_s));
                 }
+                at_s = end_s;
             }
         }
     });
@@ -453,14 +494,20 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         })
     };
 
-    let delivered: Arc<Mutex<Vec<(u64, String, f64)>>> = Arc::default();
+    // (segment, text, seconds, middle of the segment in the stream)
+    let delivered: Arc<Mutex<Vec<Delivered>>> = Arc::default();
     let seen = delivered.clone();
     let report = pipeline
         .run(
             audio_rx,
             move |s| {
                 if let Ok(mut d) = seen.lock() {
-                    d.push((s.index, s.text.trim().to_owned(), s.end - s.start));
+                    d.push((
+                        s.index,
+                        s.text.trim().to_owned(),
+                        s.end - s.start,
+                        (s.start + s.end) / 2.0,
+                    ));
                 }
             },
             Some(receivers),
@@ -477,7 +524,7 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
     let fed = fed.lock().map(|f| f.clone()).unwrap_or_default();
     let reference = fed
         .iter()
-        .map(|(t, _)| t.as_str())
+        .map(|(t, ..)| t.as_str())
         .collect::<Vec<_>>()
         .join(" ");
     let said = delivered_all
@@ -486,6 +533,21 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         .collect::<Vec<_>>()
         .join(" ");
     let (word_errors, words) = swictation_policy::wer::word_errors(&reference, &said);
+    // Each clip against the segments that fall in it (clips are a second of silence apart, so
+    // no segment spans two).
+    let wrong_clips = fed
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (text, _, start, end))| {
+            let said: Vec<&str> = delivered_all
+                .iter()
+                .filter(|d| (*start..*end).contains(&d.3))
+                .map(|d| d.1.as_str())
+                .collect();
+            let (e, w) = swictation_policy::wer::word_errors(text, &said.join(" "));
+            (e * 100 > w * MAX_CLIP_WER_PCT).then_some((k, e, w))
+        })
+        .collect();
     let unique: BTreeSet<u64> = delivered.iter().copied().collect();
     let quarantined: BTreeSet<u64> = report.quarantined.iter().copied().collect();
     let accounted = unique.union(&quarantined).count() as u64;
@@ -511,6 +573,8 @@ pub async fn run(mut engine: LaunchConfig, args: SoakArgs) -> Result<SoakReport>
         speech_in_s: fed.iter().map(|f| f.1).sum(),
         speech_out_s: delivered_all.iter().map(|d| d.2).sum(),
         mid_request: mid_request.lock().map(|m| *m).unwrap_or(0),
+        wrong_clips,
+        clips: fed.len(),
     };
     let _ = std::fs::remove_dir_all(&state);
     Ok(soak)
@@ -762,6 +826,7 @@ mod tests {
             zombies: 1,
             words: 100,
             word_errors: 30,
+            wrong_clips: vec![(2, 9, 12)],
             speech_in_s: 10.0,
             speech_out_s: 5.0,
             quarantined: 1,
@@ -775,6 +840,7 @@ mod tests {
             "leaked",
             "zombie",
             "wrong text",
+            "clip 3 (9 errors in 12 words)",
             "audio lost",
             "unplanned quarantine",
             "memory grew",
