@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU-machine check (see ../shared/reference/gpu-machine.md): builds nothing, and is a test:
+# The GPU-machine check (how to run it: the README's GPU section): builds nothing, and is a test:
 # it exits non-zero when any row fails, and prints a table last.
 #   deploy/gpu-check.sh ORT_GPU_DIR UP_DIR OUT_DIR
 # ORT_GPU_DIR holds libonnxruntime.so.1.31.1 and its CUDA provider (gpu-stage.sh's unpack.sh);
