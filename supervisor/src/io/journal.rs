@@ -179,6 +179,8 @@ pub struct Journal {
     seq: Arc<AtomicU64>,
     tx: mpsc::Sender<Op>,
     health: Arc<Mutex<JournalHealth>>,
+    /// Entries retired whose removal the keeper has not yet recorded; see [`Journal::retire`].
+    gone: Gone,
     /// Held (locked) while any handle lives.
     _lock: Arc<File>,
 }
@@ -188,6 +190,11 @@ impl std::fmt::Debug for Journal {
         f.debug_struct("Journal").field("dir", &self.dir).finish()
     }
 }
+
+/// Ids retired but not yet recorded by the keeper. Its lock is held only around a rename into
+/// place and an unlink, so a retire never waits on an fsync and an entry retired while the keeper
+/// is still writing it is never renamed back into place.
+type Gone = Arc<Mutex<std::collections::BTreeSet<String>>>;
 
 /// What [`Journal::open`] found: the entries to replay, in the order spoken, and the damaged.
 pub struct Opened {
@@ -298,10 +305,12 @@ impl Journal {
         );
         let (tx, rx) = mpsc::channel();
         let health = Arc::new(Mutex::new(health));
+        let gone = Gone::default();
         let keeper = Keeper {
             dir: dir.to_owned(),
             cap: cap_bytes,
             health: health.clone(),
+            gone: gone.clone(),
             sizes: entries
                 .iter()
                 .map(|e| (e.id.clone(), (HEADER + e.samples.len() * 4) as u64))
@@ -322,6 +331,7 @@ impl Journal {
                 seq: Arc::new(AtomicU64::new(0)),
                 tx,
                 health,
+                gone,
                 _lock: Arc::new(lock),
             },
             entries,
@@ -360,7 +370,22 @@ impl Journal {
     }
 
     /// Retire an entry (its transcript has been delivered, or it was an abandoned draft).
+    ///
+    /// The file goes at once, on the caller's thread, not behind the keeper's queue of fsyncs:
+    /// the time between a transcript's delivery and its entry leaving the disk is the one moment
+    /// in which a supervisor killed would deliver that transcript again on replay, so it is kept
+    /// to one unlink. (Without the directory's fsync, which the keeper does after: a SIGKILL does
+    /// not undo an unlink; only a power loss could.)
     pub fn retire(&self, id: &str) {
+        if let Ok(mut gone) = self.gone.lock() {
+            gone.insert(id.to_owned());
+            match fs::remove_file(self.dir.join(id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    crate::log_warn!("cannot retire journal entry {id}: {e}");
+                }
+                _ => {}
+            }
+        }
         let _ = self.tx.send(Op::Remove(id.to_owned()));
     }
 
@@ -397,6 +422,7 @@ struct Keeper {
     health: Arc<Mutex<JournalHealth>>,
     sizes: BTreeMap<String, u64>,
     seconds: BTreeMap<String, f64>,
+    gone: Gone,
 }
 
 impl Keeper {
@@ -440,8 +466,10 @@ impl Keeper {
             self.not_kept(why);
             return;
         }
-        match write_atomically(&self.dir, &e.id, &bytes) {
-            Ok(()) => {
+        match write_atomically(&self.dir, &e.id, &bytes, &self.gone) {
+            // Retired (delivered) while it was being written: nothing to keep.
+            Ok(false) => {}
+            Ok(true) => {
                 self.sizes.insert(e.id.clone(), bytes.len() as u64);
                 self.seconds.insert(e.id.clone(), e.seconds());
                 if !e.draft && self.sizes.contains_key(&draft_id) {
@@ -474,22 +502,28 @@ impl Keeper {
     }
 
     fn remove(&mut self, id: &str) {
-        if self.sizes.remove(id).is_none() {
-            // Never kept (or already retired): nothing on disk to remove.
-            self.seconds.remove(id);
-            return;
+        // Every put of this id was queued before its retire, so none can follow: forget it.
+        if let Ok(mut gone) = self.gone.lock() {
+            gone.remove(id);
         }
         self.seconds.remove(id);
+        if self.sizes.remove(id).is_none() {
+            // Never kept (or already retired): nothing on disk to remove.
+            return;
+        }
+        // `retire` removed the file already (or it is a draft its segment replaced).
         match fs::remove_file(self.dir.join(id)) {
             Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => sync_dir(&self.dir),
             Err(e) => crate::log_warn!("cannot retire journal entry {id}: {e}"),
         }
         self.update(|_| {});
     }
 }
 
-fn write_atomically(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` as `dir/id`: to a temporary file, fsync-ed, renamed into place (unless `id` was
+/// retired meanwhile: then `Ok(false)`), and the directory fsync-ed.
+fn write_atomically(dir: &Path, id: &str, bytes: &[u8], gone: &Gone) -> std::io::Result<bool> {
     let tmp = dir.join(format!("{id}.tmp"));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -501,8 +535,18 @@ fn write_atomically(dir: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, dir.join(id))?;
-        File::open(dir)?.sync_all()
+        {
+            let gone = gone
+                .lock()
+                .map_err(|_| std::io::Error::other("journal lock poisoned"))?;
+            if gone.contains(id) {
+                fs::remove_file(&tmp)?;
+                return Ok(false);
+            }
+            fs::rename(&tmp, dir.join(id))?;
+        }
+        File::open(dir)?.sync_all()?;
+        Ok(true)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -579,6 +623,34 @@ mod tests {
         o2.journal.retire(&a_id);
         o2.journal.flush();
         assert!(!dir.path().join(&a_id).exists());
+    }
+
+    #[test]
+    fn a_retire_unlinks_at_once_and_wins_over_a_write_still_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), 1 << 30).unwrap().journal;
+        let a = j.put(&j.next_stem(), false, span(), vec![0.1; 100]);
+        j.flush();
+        // Gone before the keeper has even seen the retire: no flush needed.
+        j.retire(&a);
+        assert!(!dir.path().join(&a).exists());
+        // Retired before the keeper wrote it (a delivery faster than the disk): never on disk.
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            let id = j.put(&j.next_stem(), false, span(), vec![0.2; 16_000]);
+            j.retire(&id);
+            ids.push(id);
+        }
+        j.flush();
+        for id in &ids {
+            assert!(!dir.path().join(id).exists(), "{id} came back");
+        }
+        assert_eq!(j.health().entries, 0);
+        drop(j);
+        assert!(Journal::open(dir.path(), 1 << 30)
+            .unwrap()
+            .entries
+            .is_empty());
     }
 
     #[test]
