@@ -592,6 +592,12 @@ pub struct KillReport {
     pub words: usize,
     /// Journal entries left after the final start.
     pub journal_left: usize,
+    /// Clips fed before the kills.
+    pub clips: usize,
+    /// Transcripts printed before the kills.
+    pub before: usize,
+    /// Transcripts the restart printed or recovered from the journal.
+    pub after: usize,
     /// Why the part could not run as planned, if it could not.
     pub problem: Option<String>,
 }
@@ -621,9 +627,13 @@ impl KillReport {
     /// Table rows.
     pub fn table(&self) -> String {
         format!(
-            "{:<34} {}\n{:<34} {} in {} words\n{:<34} {}\n",
+            "{:<34} {}\n{:<34} {} clips: {} transcripts before the kills, {} after the restart\n{:<34} {} in {} words\n{:<34} {}\n",
             "supervisor SIGKILLs",
             self.kills,
+            "speech across the kills",
+            self.clips,
+            self.before,
+            self.after,
             "word errors across the kills",
             self.word_errors,
             self.words,
@@ -671,15 +681,22 @@ pub fn supervisor_kills(kills: u32) -> Result<KillReport> {
             .count()
     };
     let mut report = KillReport::default();
-    let (mut reference, mut said) = (Vec::new(), Vec::new());
+    let silence = root.join("silence.wav");
+    audio::write_wav(&silence, &vec![0.0f32; audio::RATE as usize])?;
+    let store =
+        crate::io::recovered::RecoveredStore::new(&state.join("swictation/recovered.jsonl"));
+    let mut seen = 0;
     for round in 0..kills as usize {
+        let (mut reference, mut said) = (Vec::new(), Vec::new());
         let mut child = daemon(&["run", "--input", "-"])
             .stdin(Stdio::piped())
             .spawn()?;
-        let mut bytes = Vec::new();
+        let (mut bytes, mut spoken_at) = (Vec::new(), 0);
         for k in 0..3 {
             let (path, text) = &clips[(3 * round + k) % clips.len()];
             let mut samples = audio::load(path)?.samples;
+            // Where the last clip's speech ends (its silence after is what closes it).
+            spoken_at = bytes.len() + 2 * samples.len();
             samples.extend(std::iter::repeat_n(0.0f32, 2 * audio::RATE as usize));
             for s in samples {
                 bytes.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes());
@@ -690,9 +707,22 @@ pub fn supervisor_kills(kills: u32) -> Result<KillReport> {
         let written = Arc::new(Mutex::new(None::<Instant>));
         let done = written.clone();
         let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
-            if let Ok(mut d) = done.lock() {
-                *d = Some(Instant::now());
+            // At the pace of speech, as a microphone gives it: what the daemon has read, it has
+            // had time to hear. (Piped as fast as it goes, the audio read but not yet through
+            // the VAD would be in memory only, which no journal promises to keep.)
+            let start = Instant::now();
+            const STEP: usize = 2 * audio::RATE as usize / 10;
+            for (i, chunk) in bytes.chunks(STEP).enumerate() {
+                if stdin.write_all(chunk).is_err() {
+                    break;
+                }
+                if (i + 1) * STEP >= spoken_at {
+                    if let Ok(mut d) = done.lock() {
+                        d.get_or_insert_with(Instant::now);
+                    }
+                }
+                let due = start + Duration::from_millis(100 * (i as u64 + 1));
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
             }
             // Kept open: the kill, not the end of input, ends this run.
             std::thread::sleep(Duration::from_secs(120));
@@ -703,30 +733,27 @@ pub fn supervisor_kills(kills: u32) -> Result<KillReport> {
             let _ = stdout.read_to_string(&mut out);
             out
         });
-        // Kill once all the speech has been read (a second after the last write) and a closed
-        // segment still waits for (or is inside) ASR.
+        // Kill once all the speech has been spoken and its last segment has closed (no draft
+        // left) while a closed segment still waits for (or is inside) ASR.
         let start = Instant::now();
         let mut hit = false;
         while start.elapsed() < Duration::from_secs(90) {
-            let all_read = written
-                .lock()
-                .ok()
-                .and_then(|w| *w)
-                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
-            let segs = std::fs::read_dir(&journal)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
-                .count();
-            if all_read && segs > 0 {
+            let spoken = written.lock().ok().and_then(|w| *w);
+            let (mut segs, mut drafts) = (0, 0);
+            for e in std::fs::read_dir(&journal).into_iter().flatten().flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                segs += usize::from(n.ends_with(".seg"));
+                drafts += usize::from(n.ends_with(".draft"));
+            }
+            if spoken.is_some() && drafts == 0 && segs > 0 {
                 hit = true;
                 break;
             }
-            if all_read && segs == 0 {
+            if spoken.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -746,30 +773,34 @@ pub fn supervisor_kills(kills: u32) -> Result<KillReport> {
             report.problem =
                 Some("no segment was ever waiting for ASR to kill the supervisor over".into());
         }
+        // The restart (as systemd would): it replays the journal first, into the recovered
+        // store. Each round is checked on its own, in the order spoken: what was printed before
+        // the kill, then what the restart recovered.
+        let out = daemon(&["run", "--fast", "--input", &silence.to_string_lossy()])
+            .output()
+            .context("restarting the daemon")?;
+        if !out.status.success() {
+            report.problem = Some(format!("the restarted daemon failed ({})", out.status));
+        }
+        let printed = said.len();
+        let recovered = store.list()?;
+        said.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+        said.extend(recovered.iter().skip(seen).map(|r| r.text.clone()));
+        seen = recovered.len();
+        report.before += printed;
+        report.after += said.len() - printed;
+        let (e, w) = swictation_policy::wer::word_errors(&reference.join(" "), &said.join(" "));
+        report.word_errors += e;
+        report.words += w;
+        report.journal_left += entries();
+        report.clips += reference.len();
     }
-    // The restart: replays the journal first.
-    let silence = root.join("silence.wav");
-    audio::write_wav(&silence, &vec![0.0f32; audio::RATE as usize])?;
-    let out = daemon(&["run", "--fast", "--input", &silence.to_string_lossy()])
-        .output()
-        .context("restarting the daemon")?;
-    if !out.status.success() {
-        report.problem = Some(format!("the restarted daemon failed ({})", out.status));
-    }
-    said.extend(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned),
-    );
-    let store =
-        crate::io::recovered::RecoveredStore::new(&state.join("swictation/recovered.jsonl"));
-    said.extend(store.list()?.into_iter().map(|r| r.text));
-    let (e, w) = swictation_policy::wer::word_errors(&reference.join(" "), &said.join(" "));
-    report.word_errors = e;
-    report.words = w;
-    report.journal_left = entries();
     let _ = std::fs::remove_dir_all(&root);
     Ok(report)
 }
