@@ -39,8 +39,11 @@ check() {
 # dbus-daemon: the sleep tests' private system bus (the daemon itself needs none).
 # xvfb xdotool xterm xclip: the X11 typing tests type into a real xterm under Xvfb.
 # dunst, dbus-bin (dbus-send): the notification test's real notification server.
+# sway foot wtype wl-clipboard fonts-dejavu-core: the Wayland typing tests type and paste into a
+# real foot terminal under a headless sway.
 need_pkgs=()
-for p in libasound2-dev pkg-config alsa-utils dbus-daemon dbus-bin xvfb xdotool xterm xclip dunst; do
+for p in libasound2-dev pkg-config alsa-utils dbus-daemon dbus-bin xvfb xdotool xterm xclip dunst \
+  sway foot wtype wl-clipboard fonts-dejavu-core; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-pip)

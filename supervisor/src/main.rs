@@ -84,6 +84,8 @@ enum OutputArg {
     Type,
     /// Copied to the clipboard.
     Clipboard,
+    /// Pasted into the focused window (clipboard + output.paste_key; the clipboard put back).
+    Paste,
 }
 
 /// Options of the commands that run the daemon loop.
@@ -371,6 +373,7 @@ impl DaemonArgs {
                 OutputArg::File => OutputMode::File,
                 OutputArg::Type => OutputMode::Type,
                 OutputArg::Clipboard => OutputMode::Clipboard,
+                OutputArg::Paste => OutputMode::Paste,
             };
         }
         cfg.validate()?;

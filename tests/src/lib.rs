@@ -357,6 +357,18 @@ impl TestEnv {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Waits (30 s at most) until the daemon's control socket answers: it has started.
+    pub fn wait_socket(&self) {
+        let start = Instant::now();
+        while self.status().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no control socket"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Polls the status until `want` accepts it, failing after `limit`.
     pub fn wait_status(
         &self,
@@ -401,6 +413,16 @@ pub fn speak(stdin: &mut impl std::io::Write, clip: &Path) {
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
     stdin.write_all(&bytes).expect("feed speech");
     stdin.flush().expect("flush");
+}
+
+/// The transcripts a `swictation subscribe` process has printed (its `transcript` events).
+pub fn subscribed_transcripts(sub: &DaemonProcess) -> Vec<String> {
+    sub.stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "transcript")
+        .filter_map(|v| v["text"].as_str().map(String::from))
+        .collect()
 }
 
 /// The non-empty lines of a daemon's output, trimmed: its transcripts.

@@ -105,28 +105,6 @@ fn terminal(x: &Xvfb, file: &Path) -> Child {
     term
 }
 
-/// The daemon's delivered transcripts, from `swictation subscribe`.
-fn transcripts(sub: &DaemonProcess) -> Vec<String> {
-    sub.stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "transcript")
-        .filter_map(|v| v["text"].as_str().map(String::from))
-        .collect()
-}
-
-/// Waits until the daemon's control socket answers (it is starting).
-fn wait_socket(env: &TestEnv) {
-    let start = Instant::now();
-    while env.status().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no control socket"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Replacements that make the first clip's transcript a long segment (300+ characters).
 const LONG: &str = r#"
 [dictation.replacements]
@@ -153,12 +131,12 @@ fn transcripts_of_real_speech_are_typed_into_an_xterm() {
             .arg(&clips[0].0)
             .arg(&clips[1].0),
     );
-    wait_socket(&env);
+    env.wait_socket();
     let sub = DaemonProcess::spawn(env.cmd().arg("subscribe"));
     let (code, _, log) = daemon.wait(Duration::from_secs(180));
     assert!(code.success(), "daemon failed: {log}");
     assert!(log.contains("typing via xdotool"), "{log}");
-    let texts = transcripts(&sub);
+    let texts = subscribed_transcripts(&sub);
     assert_eq!(texts.len(), 2, "{texts:?}\n{log}");
     let want = format!("{} {} ", texts[0], texts[1]);
     // Typing is done when the daemon has exited; the terminal may still be copying.
@@ -232,12 +210,12 @@ fn a_hung_typing_tool_is_killed_and_the_text_kept_on_the_clipboard() {
             .args(["run", "--output", "type", "--input"])
             .arg(&clips[1].0),
     );
-    wait_socket(&env);
+    env.wait_socket();
     let sub = DaemonProcess::spawn(env.cmd().arg("subscribe"));
     let (code, _, log) = daemon.wait(Duration::from_secs(120));
     eprintln!("run took {:?}; log:\n{log}", t0.elapsed());
     assert!(code.success(), "daemon failed: {log}");
-    let texts = transcripts(&sub);
+    let texts = subscribed_transcripts(&sub);
     assert_eq!(texts.len(), 1, "{texts:?}");
     // The deadline, and what happened to the text, in one clear line.
     assert!(

@@ -607,7 +607,7 @@ fn output_rows(cfg: &Config) -> Vec<Check> {
         ),
         None => Check::new(
             "typing tool",
-            if cfg.output.mode == OutputMode::Type {
+            if matches!(cfg.output.mode, OutputMode::Type | OutputMode::Paste) {
                 Verdict::Fail
             } else {
                 Verdict::Warn

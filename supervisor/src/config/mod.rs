@@ -327,6 +327,9 @@ pub enum OutputMode {
     Type,
     /// Copied to the clipboard.
     Clipboard,
+    /// Pasted into the focused window: put on the clipboard, `output.paste_key` pressed with
+    /// `output.type_tool`, and the user's clipboard put back. For windows that drop typed keys.
+    Paste,
 }
 
 /// The tool used to type transcripts.
@@ -354,6 +357,123 @@ pub struct OutputConfig {
     pub file: Option<PathBuf>,
     /// `auto`, `wtype`, `ydotool` or `xdotool`. Default `auto`.
     pub type_tool: TypeTool,
+    /// The key `mode = "paste"` presses. Default `ctrl+v` (terminals: `ctrl+shift+v`).
+    pub paste_key: PasteKey,
+    /// How long after the paste key the user's clipboard is put back, in ms: the window reads
+    /// the clipboard after the key, at its own pace. Default 300.
+    pub paste_restore_ms: u64,
+}
+
+/// A key with modifiers, such as `ctrl+v`, `ctrl+shift+v` or `shift+insert`: the key that
+/// pastes the clipboard into a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PasteKey {
+    /// Control held.
+    pub ctrl: bool,
+    /// Shift held.
+    pub shift: bool,
+    /// Alt held.
+    pub alt: bool,
+    /// Super (the logo key) held.
+    pub super_: bool,
+    /// The key pressed: a letter `a`..`z`, or `insert`.
+    pub key: KeyName,
+}
+
+/// The one non-modifier key of a [`PasteKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyName {
+    /// A lower-case letter.
+    Letter(char),
+    /// Insert (`shift+insert` pastes in many X11 programs).
+    Insert,
+}
+
+impl PasteKey {
+    /// `ctrl+v`.
+    pub const CTRL_V: PasteKey = PasteKey {
+        ctrl: true,
+        shift: false,
+        alt: false,
+        super_: false,
+        key: KeyName::Letter('v'),
+    };
+}
+
+impl TryFrom<String> for PasteKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for PasteKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("\"{s}\": {why}; write modifiers (ctrl, shift, alt, super) and one key (a letter or insert) joined by +, e.g. \"ctrl+v\" or \"ctrl+shift+v\"")
+        };
+        let (mut ctrl, mut shift, mut alt, mut super_, mut key) =
+            (false, false, false, false, None);
+        for part in s.split('+').map(|p| p.trim().to_ascii_lowercase()) {
+            let seen = match part.as_str() {
+                "ctrl" | "control" => std::mem::replace(&mut ctrl, true),
+                "shift" => std::mem::replace(&mut shift, true),
+                "alt" => std::mem::replace(&mut alt, true),
+                "super" | "logo" | "win" => std::mem::replace(&mut super_, true),
+                _ => {
+                    let name = match part.as_str() {
+                        "insert" => KeyName::Insert,
+                        p if p.len() == 1 && p.as_bytes()[0].is_ascii_lowercase() => {
+                            KeyName::Letter(p.as_bytes()[0] as char)
+                        }
+                        "" => return Err(bad("an empty part")),
+                        p => return Err(bad(&format!("unknown key `{p}`"))),
+                    };
+                    if key.replace(name).is_some() {
+                        return Err(bad(&format!("more than one key (`{part}`)")));
+                    }
+                    false
+                }
+            };
+            if seen {
+                return Err(bad(&format!("`{part}` twice")));
+            }
+        }
+        Ok(PasteKey {
+            ctrl,
+            shift,
+            alt,
+            super_,
+            key: key.ok_or_else(|| bad("no key besides the modifiers"))?,
+        })
+    }
+}
+
+impl std::fmt::Display for PasteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (on, name) in [
+            (self.ctrl, "ctrl+"),
+            (self.shift, "shift+"),
+            (self.alt, "alt+"),
+            (self.super_, "super+"),
+        ] {
+            if on {
+                f.write_str(name)?;
+            }
+        }
+        match self.key {
+            KeyName::Letter(c) => write!(f, "{c}"),
+            KeyName::Insert => f.write_str("insert"),
+        }
+    }
+}
+
+impl From<PasteKey> for String {
+    fn from(k: PasteKey) -> String {
+        k.to_string()
+    }
 }
 
 impl Default for OutputConfig {
@@ -362,6 +482,8 @@ impl Default for OutputConfig {
             mode: OutputMode::Stdout,
             file: None,
             type_tool: TypeTool::Auto,
+            paste_key: PasteKey::CTRL_V,
+            paste_restore_ms: 300,
         }
     }
 }
@@ -636,9 +758,11 @@ pub const SCHEMA: &[SectionDoc] = &[
         name: "output",
         doc: "Where transcripts go.",
         keys: &[
-            key("mode", "\"stdout\", \"file\" (append to output.file), \"type\" (type into the focused window) or \"clipboard\"."),
+            key("mode", "\"stdout\", \"file\" (append to output.file), \"type\" (type into the focused window), \"clipboard\", or \"paste\" (put on the clipboard, press output.paste_key, then put the clipboard's text back: for windows that drop typed keys)."),
             opt("file", "The file mode = \"file\" appends to. Required for that mode.", "\"~/dictation.txt\""),
-            key("type_tool", "For mode = \"type\": \"auto\", \"wtype\", \"ydotool\" or \"xdotool\"."),
+            key("type_tool", "For mode = \"type\" and \"paste\": \"auto\", \"wtype\", \"ydotool\" or \"xdotool\"."),
+            key("paste_key", "For mode = \"paste\": the key that pastes, modifiers (ctrl, shift, alt, super) and a letter or insert joined by +. Terminals paste with \"ctrl+shift+v\"."),
+            key("paste_restore_ms", "For mode = \"paste\": how long after the paste key the clipboard's earlier text is put back (the window reads the clipboard at its own pace after the key; raise it if a slow window pastes the old text)."),
         ],
     },
     SectionDoc {
@@ -892,6 +1016,12 @@ fn check_asr(a: &AsrConfig) -> Result<(), ConfigError> {
 
 /// `[output]`.
 fn check_output(output: &OutputConfig) -> Result<(), ConfigError> {
+    check(
+        "output.paste_restore_ms",
+        output.paste_restore_ms,
+        0,
+        10_000,
+    )?;
     if output.mode == OutputMode::File && output.file.is_none() {
         return Err(invalid(
             "output.file",
@@ -1205,6 +1335,40 @@ mod tests {
     }
 
     #[test]
+    fn paste_keys_parse_and_print_back() {
+        let k = |s: &str| s.parse::<PasteKey>();
+        assert_eq!(k("ctrl+v"), Ok(PasteKey::CTRL_V));
+        let cases = [
+            ("ctrl+v", "ctrl+v"),
+            ("Ctrl + Shift + V", "ctrl+shift+v"),
+            ("shift+insert", "shift+insert"),
+            ("super+alt+p", "alt+super+p"),
+            ("control+v", "ctrl+v"),
+            ("v", "v"),
+        ];
+        for (input, printed) in cases {
+            assert_eq!(
+                k(input).map(|k| k.to_string()).as_deref(),
+                Ok(printed),
+                "{input}"
+            );
+        }
+        for (bad, why) in [
+            ("ctrl+ctrl+v", "`ctrl` twice"),
+            ("ctrl+v+b", "more than one key (`b`)"),
+            ("ctrl+", "an empty part"),
+            ("ctrl+esc", "unknown key `esc`"),
+            ("", "an empty part"),
+        ] {
+            let e = k(bad).expect_err(bad);
+            assert!(
+                e.contains(why) && e.contains("e.g. \"ctrl+v\""),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn empty_file_is_all_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
         assert_eq!(parse("[vad]\n").unwrap(), Config::default());
@@ -1443,6 +1607,16 @@ mod tests {
                 "[output]\ntype_tool = \"xdo\"\n",
                 "output.type_tool",
                 "unknown variant",
+            ),
+            (
+                "[output]\npaste_key = \"ctrl+f5\"\n",
+                "output.paste_key",
+                "unknown key `f5`",
+            ),
+            (
+                "[output]\npaste_key = \"ctrl+shift\"\n",
+                "output.paste_key",
+                "no key besides the modifiers",
             ),
             (
                 "[gpu]\nwarning_pct = 90.0\n",

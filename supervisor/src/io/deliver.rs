@@ -11,7 +11,8 @@
 use std::io::Write as _;
 
 use crate::io::output::{
-    choose_clipboard_tool, run_tool, typed, Clipper, Output, OutputError, Session, Tool, Typer,
+    choose_clipboard_tool, copy, run_tool, typed, Output, OutputError, Session, Tool, Typer,
+    WTYPE_WAKE,
 };
 
 /// One thing for the output thread to do, in order.
@@ -71,7 +72,9 @@ impl Deliverer {
                     });
                 }
                 self.last = match (&self.output, before) {
-                    (Output::Type(_), _) => Some(Last::Typed(typed(text).chars().count())),
+                    (Output::Type(_) | Output::Paste { .. }, _) => {
+                        Some(Last::Typed(typed(text).chars().count()))
+                    }
                     (Output::File { .. }, Some(len)) => Some(Last::FileLen(len)),
                     _ => None,
                 };
@@ -88,7 +91,7 @@ impl Deliverer {
         };
         match (&mut self.output, self.last.take()) {
             (_, None) => Err(fail("nothing delivered to take back")),
-            (Output::Type(t), Some(Last::Typed(n))) => {
+            (Output::Type(t) | Output::Paste { typer: t, .. }, Some(Last::Typed(n))) => {
                 let t = *t;
                 let n_s = n.to_string();
                 let args: Vec<&str> = match t {
@@ -101,8 +104,9 @@ impl Deliverer {
                         &n_s,
                         "BackSpace",
                     ],
-                    Typer::Wtype => std::iter::repeat_n(["-k", "BackSpace"], n)
-                        .flatten()
+                    Typer::Wtype => WTYPE_WAKE
+                        .into_iter()
+                        .chain(std::iter::repeat_n(["-k", "BackSpace"], n).flatten())
                         .collect(),
                     // Linux key code 14 is Backspace: press, release.
                     Typer::Ydotool => std::iter::once("key")
@@ -134,10 +138,7 @@ fn keep_on_clipboard(text: &str) -> String {
     let Some(c) = choose_clipboard_tool(&Session::from_env()) else {
         return "the text could not be kept on a clipboard (no display)".to_owned();
     };
-    let copied = match c {
-        Clipper::Xclip => run_tool("xclip", &["-selection", "clipboard"], Some(text)),
-        Clipper::WlCopy => run_tool("wl-copy", &["--", text], None),
-    };
+    let copied = copy(c, text);
     match copied {
         Ok(()) => format!(
             "not typed again; the whole text is on the clipboard ({}) instead",
@@ -161,6 +162,7 @@ mod tests {
             mode: OutputMode::File,
             file: Some(path.clone()),
             type_tool: TypeTool::Auto,
+            ..OutputConfig::default()
         };
         let mut d = Deliverer::new(Output::open(&cfg, &Session::default()).expect("open"));
         d.deliver(&Outgoing::Text("one".into())).expect("one");

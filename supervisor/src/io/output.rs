@@ -1,5 +1,9 @@
 //! Where transcripts go: standard output, a file, the focused window (typed by wtype, ydotool or
-//! xdotool), or the clipboard (wl-copy or xclip).
+//! xdotool, or pasted: the clipboard set, the paste key pressed, the user's clipboard put back),
+//! or the clipboard (wl-copy or xclip).
+//!
+//! Text goes to the tools on their standard input, never on their command line, where any user
+//! of the machine could read it in `ps`.
 //!
 //! The tool is chosen from the session (`XDG_SESSION_TYPE`, `WAYLAND_DISPLAY`, `DISPLAY`) by
 //! pure functions ([`choose_type_tool`], [`choose_clipboard_tool`]) so the choice is tested
@@ -16,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::{OutputConfig, OutputMode, TypeTool};
+use crate::config::{KeyName, OutputConfig, OutputMode, PasteKey, TypeTool};
 
 /// How long a typing or clipboard tool may take for one transcript before it is killed: a tool
 /// stuck on a compositor must not hold up the transcripts after it forever.
@@ -75,7 +79,7 @@ impl Session {
 /// A typing tool, resolved (never `auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Typer {
-    /// wtype: Wayland's virtual-keyboard protocol (wlroots compositors, KDE).
+    /// wtype: Wayland's virtual-keyboard protocol (wlroots compositors: sway, Hyprland, river).
     Wtype,
     /// ydotool: the kernel's uinput, so it works everywhere, but needs its daemon (ydotoold).
     Ydotool,
@@ -241,6 +245,17 @@ pub enum Output {
     Type(Typer),
     /// Copied to the clipboard (each transcript replaces the last).
     Clipboard(Clipper),
+    /// Pasted into the focused window.
+    Paste {
+        /// Presses the paste key.
+        typer: Typer,
+        /// Holds the text for the paste.
+        clipper: Clipper,
+        /// The key that pastes.
+        key: PasteKey,
+        /// How long after the key the user's clipboard is put back.
+        restore_after: Duration,
+    },
 }
 
 impl Output {
@@ -264,6 +279,18 @@ impl Output {
                 require(&c, "clipboard")?;
                 Ok(Output::Clipboard(c))
             }
+            OutputMode::Paste => {
+                let clipper = choose_clipboard_tool(session).ok_or(OutputError::NoDisplay)?;
+                require(&clipper, "paste")?;
+                let typer = choose_type_tool(cfg.type_tool, session);
+                require(&typer, "paste")?;
+                Ok(Output::Paste {
+                    typer,
+                    clipper,
+                    key: cfg.paste_key,
+                    restore_after: Duration::from_millis(cfg.paste_restore_ms),
+                })
+            }
         }
     }
 
@@ -274,6 +301,16 @@ impl Output {
             Output::File { path, .. } => format!("file {}", path.display()),
             Output::Type(t) => format!("typing via {}", t.program()),
             Output::Clipboard(c) => format!("clipboard via {}", c.program()),
+            Output::Paste {
+                typer,
+                clipper,
+                key,
+                ..
+            } => format!(
+                "pasting with {key} via {} and {}",
+                clipper.program(),
+                typer.program()
+            ),
         }
     }
 
@@ -294,20 +331,158 @@ impl Output {
                     source,
                 }),
             Output::Type(t) => {
-                let typed = typed(text);
-                let args: Vec<&str> = match t {
-                    Typer::Wtype => vec!["--", &typed],
-                    Typer::Ydotool => vec!["type", "--", &typed],
-                    Typer::Xdotool => vec!["type", "--clearmodifiers", "--", &typed],
+                let args: &[&str] = match t {
+                    Typer::Wtype => &[
+                        WTYPE_WAKE[0],
+                        WTYPE_WAKE[1],
+                        WTYPE_WAKE[2],
+                        WTYPE_WAKE[3],
+                        "-",
+                    ],
+                    // `/dev/stdin`, not `-`: ydotool 0.1 reads only a path.
+                    Typer::Ydotool => &["type", "--file", "/dev/stdin"],
+                    Typer::Xdotool => &["type", "--clearmodifiers", "--file", "-"],
                 };
-                run_tool(t.program(), &args, None)
+                run_tool(t.program(), args, Some(&typed(text)))
             }
-            Output::Clipboard(Clipper::WlCopy) => run_tool("wl-copy", &["--", text], None),
-            Output::Clipboard(Clipper::Xclip) => {
-                run_tool("xclip", &["-selection", "clipboard"], Some(text))
-            }
+            Output::Clipboard(c) => copy(*c, text),
+            Output::Paste {
+                typer,
+                clipper,
+                key,
+                restore_after,
+            } => paste(*typer, *clipper, *key, *restore_after, &typed(text)),
         }
     }
+}
+
+/// What wtype presses before the text: Shift, pressed and released. A new virtual keyboard's first
+/// key can reach the window before its keymap does and be lost (seen here under load: the first
+/// letter of a segment typed into foot under sway, as voxtype's users saw it in Discord), so that
+/// first key is one that types nothing.
+pub const WTYPE_WAKE: [&str; 4] = ["-P", "Shift_L", "-p", "Shift_L"];
+
+/// Puts `text` on the clipboard.
+pub fn copy(clipper: Clipper, text: &str) -> Result<(), OutputError> {
+    match clipper {
+        Clipper::WlCopy => run_tool("wl-copy", &[], Some(text)),
+        Clipper::Xclip => run_tool("xclip", &["-selection", "clipboard"], Some(text)),
+    }
+}
+
+/// The clipboard's text, if it holds text (`None`: empty, or something else, such as an image).
+pub fn clipboard_text(clipper: Clipper) -> Option<String> {
+    let out = match clipper {
+        Clipper::WlCopy => run_tool_output("wl-paste", &["--no-newline", "--type", "text"], None),
+        Clipper::Xclip => run_tool_output(
+            "xclip",
+            &["-o", "-selection", "clipboard", "-target", "UTF8_STRING"],
+            None,
+        ),
+    };
+    out.ok().and_then(|b| String::from_utf8(b).ok())
+}
+
+/// How long the clipboard may take to offer the text just copied before the paste key is pressed.
+const CLIPBOARD_READY: Duration = Duration::from_secs(2);
+
+/// Pastes `text` into the focused window: keeps the clipboard's text, puts `text` there (and
+/// waits until the clipboard offers it, so the key never pastes what was there before), presses
+/// `key`, waits `restore_after` for the window to read it, and puts the kept text back. If
+/// anything fails after the copy, the text stays on the clipboard and the error says so.
+fn paste(
+    typer: Typer,
+    clipper: Clipper,
+    key: PasteKey,
+    restore_after: Duration,
+    text: &str,
+) -> Result<(), OutputError> {
+    let kept = clipboard_text(clipper);
+    copy(clipper, text)?;
+    let start = Instant::now();
+    while clipboard_text(clipper).as_deref() != Some(text) {
+        if start.elapsed() > CLIPBOARD_READY {
+            return Err(OutputError::Tool {
+                program: clipper.program(),
+                reason: format!(
+                    "the clipboard did not offer the text within {} s, so no paste key was pressed",
+                    CLIPBOARD_READY.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let args = paste_key_args(typer, key);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_tool(typer.program(), &args, None).map_err(|e| OutputError::Tool {
+        program: typer.program(),
+        reason: format!(
+            "pressing {key}: {e}; the text is on the clipboard ({})",
+            clipper.program()
+        ),
+    })?;
+    std::thread::sleep(restore_after);
+    match kept {
+        Some(old) => copy(clipper, &old).map_err(|e| OutputError::Tool {
+            program: clipper.program(),
+            reason: format!("pasted, but your clipboard could not be put back: {e}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The arguments that make `typer` press `key` (modifiers down, the key, modifiers up).
+pub fn paste_key_args(typer: Typer, key: PasteKey) -> Vec<String> {
+    let mods = [
+        (key.ctrl, "ctrl", "ctrl", 29),
+        (key.shift, "shift", "shift", 42),
+        (key.alt, "alt", "alt", 56),
+        (key.super_, "logo", "super", 125),
+    ];
+    let held = mods.iter().filter(|m| m.0);
+    match typer {
+        Typer::Wtype => {
+            let name = match key.key {
+                KeyName::Letter(c) => c.to_string(),
+                KeyName::Insert => "Insert".to_owned(),
+            };
+            let mut a: Vec<String> = held
+                .clone()
+                .flat_map(|m| ["-M".into(), m.1.into()])
+                .collect();
+            a.extend(["-k".into(), name]);
+            a.extend(held.rev().flat_map(|m| ["-m".into(), m.1.into()]));
+            a
+        }
+        Typer::Xdotool => {
+            let name = match key.key {
+                KeyName::Letter(c) => c.to_string(),
+                KeyName::Insert => "Insert".to_owned(),
+            };
+            let combo: Vec<&str> = held.map(|m| m.2).chain([name.as_str()]).collect();
+            vec!["key".into(), "--clearmodifiers".into(), combo.join("+")]
+        }
+        Typer::Ydotool => {
+            // Linux input key codes, pressed (`:1`) and released (`:0`).
+            let code = match key.key {
+                KeyName::Letter(c) => linux_letter_code(c),
+                KeyName::Insert => 110,
+            };
+            let mut a = vec!["key".to_owned()];
+            a.extend(held.clone().map(|m| format!("{}:1", m.3)));
+            a.extend([format!("{code}:1"), format!("{code}:0")]);
+            a.extend(held.rev().map(|m| format!("{}:0", m.3)));
+            a
+        }
+    }
+}
+
+/// The Linux input key code of a letter on a US layout (`KEY_A` is 30).
+fn linux_letter_code(c: char) -> u16 {
+    const ROWS: [(&str, u16); 3] = [("qwertyuiop", 16), ("asdfghjkl", 30), ("zxcvbnm", 44)];
+    ROWS.iter()
+        .find_map(|(row, first)| row.find(c).map(|i| first + i as u16))
+        .unwrap_or(47)
 }
 
 /// What typing `text` types: the text and a space to keep it apart from the next one (none
@@ -348,6 +523,24 @@ pub(crate) fn run_tool(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<(), OutputError> {
+    run(program, args, stdin, false).map(|_| ())
+}
+
+/// [`run_tool`], returning what the tool printed.
+pub(crate) fn run_tool_output(
+    program: &'static str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<Vec<u8>, OutputError> {
+    run(program, args, stdin, true)
+}
+
+fn run(
+    program: &'static str,
+    args: &[&str],
+    stdin: Option<&str>,
+    capture: bool,
+) -> Result<Vec<u8>, OutputError> {
     let fail = |reason: String| OutputError::Tool { program, reason };
     let mut child = Command::new(program)
         .args(args)
@@ -356,14 +549,28 @@ pub(crate) fn run_tool(
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(e.to_string()))?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // Closed when written: the tool reads to the end of its input.
         pipe.write_all(text.as_bytes())
             .map_err(|e| fail(format!("writing its input: {e}")))?;
     }
+    // Read on the side, so a tool that prints more than a pipe holds cannot stall.
+    let printed = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            use std::io::Read;
+            let _ = out.read_to_end(&mut buf);
+            buf
+        })
+    });
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -381,7 +588,7 @@ pub(crate) fn run_tool(
         }
     };
     if status.success() {
-        return Ok(());
+        return Ok(printed.and_then(|t| t.join().ok()).unwrap_or_default());
     }
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -446,6 +653,56 @@ mod tests {
     }
 
     #[test]
+    fn paste_keys_become_each_tools_arguments() {
+        let k = |s: &str| s.parse::<PasteKey>().expect(s);
+        let cases: [(Typer, &str, &[&str]); 7] = [
+            (
+                Typer::Wtype,
+                "ctrl+v",
+                &["-M", "ctrl", "-k", "v", "-m", "ctrl"],
+            ),
+            (
+                Typer::Wtype,
+                "ctrl+shift+v",
+                &[
+                    "-M", "ctrl", "-M", "shift", "-k", "v", "-m", "shift", "-m", "ctrl",
+                ],
+            ),
+            (
+                Typer::Wtype,
+                "shift+insert",
+                &["-M", "shift", "-k", "Insert", "-m", "shift"],
+            ),
+            (
+                Typer::Xdotool,
+                "ctrl+shift+v",
+                &["key", "--clearmodifiers", "ctrl+shift+v"],
+            ),
+            (
+                Typer::Xdotool,
+                "super+insert",
+                &["key", "--clearmodifiers", "super+Insert"],
+            ),
+            (
+                Typer::Ydotool,
+                "ctrl+v",
+                &["key", "29:1", "47:1", "47:0", "29:0"],
+            ),
+            (
+                Typer::Ydotool,
+                "ctrl+shift+a",
+                &["key", "29:1", "42:1", "30:1", "30:0", "42:0", "29:0"],
+            ),
+        ];
+        for (typer, key, want) in cases {
+            assert_eq!(paste_key_args(typer, k(key)), want, "{typer:?} {key}");
+        }
+        assert_eq!(linux_letter_code('q'), 16);
+        assert_eq!(linux_letter_code('l'), 38);
+        assert_eq!(linux_letter_code('m'), 50);
+    }
+
+    #[test]
     fn an_explicit_typing_tool_is_kept() {
         let s = session(Some("wayland"), true, false);
         assert_eq!(choose_type_tool(TypeTool::Xdotool, &s), Typer::Xdotool);
@@ -507,6 +764,7 @@ mod tests {
             mode: OutputMode::File,
             file: Some(path.clone()),
             type_tool: TypeTool::Auto,
+            ..OutputConfig::default()
         };
         let mut out = Output::open(&cfg, &Session::default()).expect("open");
         out.write("one").expect("write");
@@ -528,6 +786,7 @@ mod tests {
             mode: OutputMode::Clipboard,
             file: None,
             type_tool: TypeTool::Auto,
+            ..OutputConfig::default()
         };
         let e = Output::open(&cfg, &session(Some("tty"), false, false))
             .err()
