@@ -130,7 +130,7 @@ pub enum Fault {
 }
 
 /// What the supervisor asks of a worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Liveness probe; answered with [`Reply::Pong`] carrying the same id.
     Ping { id: u64 },
@@ -149,6 +149,43 @@ pub enum Request {
     InjectFault { id: u64, fault: Fault },
     /// Finish the current request, answer [`Reply::Bye`], and exit 0.
     Shutdown,
+}
+
+/// Never the audio (privacy: Debug output reaches logs and panics): its length only.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Ping { id } => write!(f, "Ping {{ id: {id} }}"),
+            Request::VadFrames { id, samples } => {
+                write!(f, "VadFrames {{ id: {id}, samples: {} }}", samples.len())
+            }
+            Request::VadReset { id } => write!(f, "VadReset {{ id: {id} }}"),
+            Request::Transcribe {
+                id,
+                segment,
+                samples,
+            } => write!(
+                f,
+                "Transcribe {{ id: {id}, segment: {segment}, samples: {} }}",
+                samples.len()
+            ),
+            Request::InjectFault { id, fault } => {
+                write!(f, "InjectFault {{ id: {id}, fault: {fault:?} }}")
+            }
+            Request::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// Never a transcript's text or the probabilities: [`Reply::kind`], and an error in full (its
+/// message never holds text).
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Error(e) => write!(f, "Error({e:?})"),
+            other => f.write_str(&other.kind()),
+        }
+    }
 }
 
 impl Request {
@@ -194,7 +231,7 @@ pub struct WorkerError {
 }
 
 /// What a worker sends back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     /// Handshake, sent once right after connecting.
     Hello(Hello),

@@ -236,7 +236,7 @@ pub struct JournalStatus {
 
 /// Something that happened, streamed to `subscribe` clients as one JSON line each, tagged by
 /// `"event"` (e.g. `{"event":"transcript","index":3,"text":"hello"}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The daemon's state changed.
@@ -301,6 +301,26 @@ pub enum Event {
         /// Its model.
         model: String,
     },
+}
+
+/// Never the text of a transcript or a recovered one (privacy: Debug output reaches logs): its
+/// length only. The other events as their JSON line.
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Transcript { index, text } => f
+                .debug_struct("Transcript")
+                .field("index", index)
+                .field("characters", &text.chars().count())
+                .finish(),
+            Event::Recovered { entry, text } => f
+                .debug_struct("Recovered")
+                .field("entry", entry)
+                .field("characters", &text.chars().count())
+                .finish(),
+            other => f.write_str(&serde_json::to_string(other).unwrap_or_default()),
+        }
+    }
 }
 
 /// `3 entries (4.2 s); 2 recovered (swictation recovered)`, with any problem.
@@ -645,6 +665,69 @@ pub fn render_text(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_carries_text_or_audio() {
+        let secret = "my bank password is hunter2";
+        let debug = [
+            format!(
+                "{:?}",
+                Event::Transcript {
+                    index: 4,
+                    text: secret.into()
+                }
+            ),
+            format!(
+                "{:?}",
+                Event::Recovered {
+                    entry: "e.seg".into(),
+                    text: secret.into()
+                }
+            ),
+            format!(
+                "{:?}",
+                swictation_proto::Reply::Transcript {
+                    id: 1,
+                    segment: 2,
+                    text: secret.into(),
+                    tokens: 7,
+                    micros: 9
+                }
+            ),
+            format!(
+                "{:?}",
+                swictation_proto::Request::Transcribe {
+                    id: 1,
+                    segment: 2,
+                    samples: vec![0.123_456_7; 3]
+                }
+            ),
+            format!(
+                "{:?}",
+                swictation_proto::Reply::VadProbs {
+                    id: 1,
+                    probs: vec![0.987_654_3; 2],
+                    micros: 9
+                }
+            ),
+        ];
+        for d in &debug {
+            assert!(
+                !d.contains("hunter2") && !d.contains("0.123") && !d.contains("0.987"),
+                "{d}"
+            );
+        }
+        assert!(debug[0].contains("characters: 27"), "{}", debug[0]);
+        assert!(debug[3].contains("samples: 3"), "{}", debug[3]);
+        // Other events stay whole.
+        let e = Event::GpuNotice {
+            message: "held".into(),
+        };
+        assert_eq!(
+            format!("{e:?}"),
+            r#"{"event":"gpu_notice","message":"held"}"#
+        );
+    }
 
     fn sample() -> Status {
         let mut s = Status::starting();
