@@ -1,6 +1,7 @@
 //! Telling the person at the desk: desktop notifications over the session bus
 //! (`org.freedesktop.Notifications`, through zbus) for what the log and `status` already say:
-//! a worker failed, a worker moved off the GPU and why, speech held, running degraded.
+//! a worker failed, a worker moved off the GPU and why, speech held, running degraded, speech
+//! recovered after a restart.
 //!
 //! Which events become notices, and how often, is pure ([`notice_for`], [`RateLimit`]): one
 //! notice per kind at most every `notify.min_interval_s` (a crash loop is one notice, not
@@ -25,6 +26,8 @@ pub enum Kind {
     Gpu,
     /// The daemon runs degraded.
     Degraded,
+    /// Speech from before a restart was recovered from the journal.
+    Recovered,
 }
 
 /// A notice: its kind, summary and body.
@@ -71,6 +74,12 @@ pub fn notice_for(ev: &Event) -> Option<Notice> {
             kind: Kind::Degraded,
             summary: "swictation is running degraded".to_owned(),
             body: "A worker keeps failing; see `swictation status`.".to_owned(),
+        }),
+        // Never the text: that it exists, and where to find it.
+        Event::Recovered { .. } => Some(Notice {
+            kind: Kind::Recovered,
+            summary: "swictation: speech recovered after a restart".to_owned(),
+            body: "What was said before swictation stopped has been transcribed; `swictation recovered` shows what was kept.".to_owned(),
         }),
         _ => None,
     }
@@ -194,6 +203,14 @@ mod tests {
             state: DaemonState::Degraded,
         };
         assert_eq!(notice_for(&degraded).map(|n| n.kind), Some(Kind::Degraded));
+        let recovered = Event::Recovered {
+            entry: "a.seg".into(),
+            text: "my secret words".into(),
+        };
+        let n = notice_for(&recovered).expect("recovered speech is noticed");
+        assert_eq!(n.kind, Kind::Recovered);
+        assert!(n.body.contains("swictation recovered"), "{}", n.body);
+        assert!(!format!("{}{}", n.summary, n.body).contains("secret"));
         for quiet in [
             Event::Transcript {
                 index: 0,
