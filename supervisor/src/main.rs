@@ -237,6 +237,19 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
+    /// The transcript history (kept only with [history] enabled = true): print it, oldest
+    /// first, or forget it.
+    History {
+        /// As JSON lines (time, text, whether it reached the output).
+        #[arg(long)]
+        json: bool,
+        /// Only the newest N.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Forget it (nothing is printed).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Check everything swictation depends on: one row each, with the fix for what fails.
     Doctor {
         /// As JSON.
@@ -292,6 +305,37 @@ fn recovered(cfg: &Config, json: bool, copy: bool, clear: bool) -> Result<()> {
     if clear {
         let n = store.clear()?;
         eprintln!("cleared {n} recovered transcript(s)");
+    }
+    Ok(())
+}
+
+/// `swictation history`: print the transcript history, optionally only its end; clear it.
+fn history(cfg: &Config, json: bool, last: Option<usize>, clear: bool) -> Result<()> {
+    use swictation::io::recovered::HistoryStore;
+    let store = HistoryStore::new(&HistoryStore::default_path());
+    if clear {
+        let n = store.clear()?;
+        eprintln!("cleared {n} transcript(s) from the history");
+        return Ok(());
+    }
+    let all = store.list()?;
+    let from = last.map_or(0, |n| all.len().saturating_sub(n));
+    for h in &all[from..] {
+        if json {
+            println!("{}", serde_json::to_string(h)?);
+        } else {
+            println!("{}", h.text);
+        }
+    }
+    if all.is_empty() {
+        if cfg.history.enabled {
+            eprintln!("the history is empty ({})", store.path().display());
+        } else {
+            eprintln!(
+                "the history is off: set [history] enabled = true in the config to keep one ({})",
+                store.path().display()
+            );
+        }
     }
     Ok(())
 }
@@ -575,6 +619,10 @@ async fn dispatch(cli: Cli, notifier: Notifier) -> Result<()> {
         Command::Recovered { json, copy, clear } => {
             let cfg = engine.load_config()?;
             recovered(&cfg, json, copy, clear)
+        }
+        Command::History { json, last, clear } => {
+            let cfg = engine.load_config()?;
+            history(&cfg, json, last, clear)
         }
         Command::Doctor { json } => {
             let config = Config::load(engine.config.as_deref());

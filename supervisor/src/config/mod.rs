@@ -48,6 +48,29 @@ pub struct Config {
     pub dictation: DictationSection,
     /// `[notify]`: desktop notifications.
     pub notify: NotifySection,
+    /// `[history]`: the transcript history (off unless asked for).
+    pub history: HistorySection,
+}
+
+/// `[history]`: every delivered transcript kept in `$XDG_STATE_HOME/swictation/history.jsonl`
+/// (0600), read and cleared with `swictation history`. Off by default: it is a record of
+/// everything said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySection {
+    /// Keep it. Default false.
+    pub enabled: bool,
+    /// The newest this many are kept; older ones are dropped. Default 1000.
+    pub max_entries: usize,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_entries: 1000,
+        }
+    }
 }
 
 /// `[notify]`: desktop notifications (session bus) for faults, moves off the GPU, held speech.
@@ -824,6 +847,14 @@ pub const SCHEMA: &[SectionDoc] = &[
         ],
     },
     SectionDoc {
+        name: "history",
+        doc: "The transcript history: every transcript, kept (0600) in $XDG_STATE_HOME/swictation/history.jsonl and read or cleared with `swictation history`. Off by default: it is a record of everything said.",
+        keys: &[
+            key("enabled", "Keep the history (also a transcript whose typing failed, so it is never lost)."),
+            key("max_entries", "Keep the newest this many."),
+        ],
+    },
+    SectionDoc {
         name: "dictation",
         doc: "Between the recogniser and the output: spoken commands and whole-word replacements. Off unless configured.",
         keys: &[
@@ -1199,7 +1230,7 @@ impl Config {
         self.check_user_sections()
     }
 
-    /// `[ptt]`, `[notify]`, `[dictation]` and `[journal]`.
+    /// `[ptt]`, `[history]`, `[notify]`, `[dictation]` and `[journal]`.
     fn check_user_sections(&self) -> Result<(), ConfigError> {
         check(
             "ptt.hold_threshold_ms",
@@ -1208,6 +1239,12 @@ impl Config {
             10_000,
         )?;
         check("ptt.release_pad_ms", self.ptt.release_pad_ms, 0, 10_000)?;
+        check(
+            "history.max_entries",
+            self.history.max_entries,
+            1,
+            1_000_000,
+        )?;
         check(
             "notify.min_interval_s",
             self.notify.min_interval_s,

@@ -46,7 +46,7 @@ use crate::io::launch::LaunchConfig;
 use crate::io::notify::Notifier;
 use crate::io::output::{Output, Session};
 use crate::io::procfs;
-use crate::io::recovered::{Recovered, RecoveredStore};
+use crate::io::recovered::{History, HistoryStore, Recovered, RecoveredStore};
 use crate::report::board::Board;
 use crate::report::status::{DaemonState, Event, LatencyTrackers};
 use crate::supervision::engine::SegmentText;
@@ -844,10 +844,7 @@ impl Daemon {
                     entry: seg.journal.clone().unwrap_or_default(),
                     text,
                     seconds: seg.end - seg.start,
-                    at_unix_s: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
+                    at_unix_s: unix_now(),
                 };
                 match self.store.add(&r) {
                     Ok(()) => {
@@ -926,7 +923,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let (gate, gate_rx) = watch::channel(Gate::Open);
     let (audio_tx, audio_rx) = mpsc::channel::<Vec<f32>>(AUDIO_QUEUE);
 
-    let (out_tx, output_thread) = spawn_output(output, at_start.journal.clone())?;
+    let history = config.history.enabled.then(|| {
+        let h = HistoryStore::new(&HistoryStore::default_path());
+        crate::log_info!("keeping the transcript history in {}", h.path().display());
+        (h, config.history.max_entries)
+    });
+    let (out_tx, output_thread) = spawn_output(output, at_start.journal.clone(), history)?;
 
     // Capture starts before the workers: a --device that matches nothing fails now, and the
     // audio captured while the models load waits in the queue (the pre-roll of the first words).
@@ -1146,6 +1148,13 @@ fn load_files(input: &Input) -> Result<Option<Vec<f32>>> {
     Ok(Some(samples))
 }
 
+/// Seconds since the Unix epoch (0 on a clock before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// What goes to the output thread: something to deliver, and the journal entry to retire once it
 /// is delivered.
 type OutputSender = std::sync::mpsc::Sender<(Outgoing, Option<String>)>;
@@ -1155,6 +1164,7 @@ type OutputSender = std::sync::mpsc::Sender<(Outgoing, Option<String>)>;
 fn spawn_output(
     output: Output,
     journal: Option<Journal>,
+    history: Option<(HistoryStore, usize)>,
 ) -> Result<(OutputSender, std::thread::JoinHandle<()>)> {
     let (out_tx, out_rx) = std::sync::mpsc::channel::<(Outgoing, Option<String>)>();
     crate::log_info!("transcripts go to {}", output.describe());
@@ -1163,8 +1173,34 @@ fn spawn_output(
         .spawn(move || {
             let mut output = Deliverer::new(output);
             let mut failures = 0u32;
+            let mut kept = 0usize;
+            let trim = |(h, max): &(HistoryStore, usize)| {
+                if let Err(e) = h.keep_newest(*max) {
+                    crate::log_warn!("transcript history: {e:#}");
+                }
+            };
+            if let Some(h) = &history {
+                trim(h);
+            }
             for (what, entry) in out_rx {
-                match output.deliver(&what) {
+                let delivered = output.deliver(&what);
+                if let (Some(h), Outgoing::Text(text)) = (&history, &what) {
+                    // Delivered or not: a text whose typing failed is kept here too.
+                    let record = History {
+                        at_unix_s: unix_now(),
+                        text: text.clone(),
+                        delivered: delivered.is_ok(),
+                    };
+                    if let Err(e) = h.0.add(&record) {
+                        crate::log_warn!("transcript history: {e:#}");
+                    }
+                    kept += 1;
+                    // Every hundredth: the file stays near its bound without a rewrite per line.
+                    if kept.is_multiple_of(100) {
+                        trim(h);
+                    }
+                }
+                match delivered {
                     Ok(()) => {
                         // Delivered: the speech journal may let go of it.
                         if let (Some(j), Some(id)) = (&journal, &entry) {
