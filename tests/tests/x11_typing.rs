@@ -3,6 +3,9 @@
 //! (`stty raw -echo; cat > FILE`), and a typing tool that hangs: killed at its deadline, the
 //! text kept on the (real, `xclip`) clipboard, never typed twice.
 //!
+//! Non-ASCII text is pasted (`output.mode = "paste"`: xclip, then Shift+Insert through
+//! xdotool) into an xterm that pastes the clipboard, and the user's clipboard put back.
+//!
 //! The typed text is ASCII: xdotool types a character its keyboard map lacks (é, ’, —) by
 //! remapping a spare key for that one press, and on a loaded machine xterm sometimes reads the
 //! press after the map is restored and drops the character (seen here: one in five `—` lost
@@ -73,11 +76,12 @@ impl Drop for Xvfb {
     }
 }
 
-/// A real terminal whose input lands in `file`, focused.
-fn terminal(x: &Xvfb, file: &Path) -> Child {
+/// A real terminal whose input lands in `file`, focused; `extra` are xterm options.
+fn terminal(x: &Xvfb, file: &Path, extra: &[&str]) -> Child {
     let script = format!("stty raw -echo; exec cat > '{}'", file.display());
     let term = x
         .cmd("xterm")
+        .args(extra)
         .args(["-u8", "-geometry", "200x40+0+0", "-e", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -119,7 +123,7 @@ fn transcripts_of_real_speech_are_typed_into_an_xterm() {
     let x = Xvfb::start();
     let env = TestEnv::new();
     let typed = env.dir.path().join("typed.txt");
-    let mut term = terminal(&x, &typed);
+    let mut term = terminal(&x, &typed, &[]);
     env.write_config(LONG);
     let mut daemon = DaemonProcess::spawn(
         env.cmd()
@@ -240,4 +244,77 @@ fn a_hung_typing_tool_is_killed_and_the_text_kept_on_the_clipboard() {
     for c in ['é', '’', '—'] {
         assert!(texts[0].contains(c), "{c} missing from {:?}", texts[0]);
     }
+}
+
+#[test]
+fn non_ascii_transcripts_are_pasted_into_an_xterm_and_the_clipboard_put_back() {
+    let _serial = serial();
+    let clips = librivox();
+    let x = Xvfb::start();
+    let env = TestEnv::new();
+    let pasted = env.dir.path().join("pasted.txt");
+    // Shift+Insert pastes the clipboard (not the primary selection) with this resource.
+    let mut term = terminal(&x, &pasted, &["-xrm", "XTerm*selectToClipboard: true"]);
+    // What the user had copied before (xclip stays behind to serve it: no pipes for it to hold).
+    let before = "the user's own clipboard: naïve — kept";
+    let mut copy = x
+        .cmd("xclip")
+        .args(["-selection", "clipboard"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("xclip");
+    {
+        use std::io::Write;
+        let mut stdin = copy.stdin.take().expect("stdin");
+        stdin.write_all(before.as_bytes()).expect("to xclip");
+    }
+    assert!(copy.wait().expect("xclip").success());
+    env.write_config(
+        "[output]\npaste_key = \"shift+insert\"\n[dictation.replacements]\n\"young man\" = \"young man — a café owner’s son\"\n",
+    );
+    let mut daemon = DaemonProcess::spawn(
+        env.cmd()
+            .env("DISPLAY", &x.display)
+            .env("XDG_SESSION_TYPE", "x11")
+            .env("LC_ALL", "C.UTF-8")
+            .env_remove("WAYLAND_DISPLAY")
+            .args(["run", "--output", "paste", "--input"])
+            .arg(&clips[1].0),
+    );
+    env.wait_socket();
+    let sub = DaemonProcess::spawn(env.cmd().arg("subscribe"));
+    let (code, _, log) = daemon.wait(Duration::from_secs(120));
+    assert!(code.success(), "daemon failed: {log}");
+    assert!(
+        log.contains("pasting with shift+insert via xclip and xdotool"),
+        "{log}"
+    );
+    let texts = subscribed_transcripts(&sub);
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let want = format!("{} ", texts[0]);
+    let start = Instant::now();
+    let mut got = String::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        got = std::fs::read_to_string(&pasted).unwrap_or_default();
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = term.kill();
+    let _ = term.wait();
+    assert_eq!(
+        got, want,
+        "the xterm did not receive exactly the transcript"
+    );
+    for c in ['é', '’', '—'] {
+        assert!(texts[0].contains(c), "{c} missing from {:?}", texts[0]);
+    }
+    let clip = run_with_deadline(
+        x.cmd("xclip").args(["-o", "-selection", "clipboard"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(String::from_utf8_lossy(&clip.stdout), before);
 }

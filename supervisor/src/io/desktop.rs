@@ -1,7 +1,7 @@
 //! Telling the person at the desk: desktop notifications over the session bus
 //! (`org.freedesktop.Notifications`, through zbus) for what the log and `status` already say:
-//! a worker failed, a worker moved off the GPU and why, speech held, running degraded, speech
-//! recovered after a restart.
+//! a worker failed, a worker moved off the GPU and why, speech held, a segment quarantined,
+//! running degraded, speech recovered after a restart.
 //!
 //! Which events become notices, and how often, is pure ([`notice_for`], [`RateLimit`]): one
 //! notice per kind at most every `notify.min_interval_s` (a crash loop is one notice, not
@@ -28,6 +28,8 @@ pub enum Kind {
     Degraded,
     /// Speech from before a restart was recovered from the journal.
     Recovered,
+    /// A segment was set aside instead of transcribed.
+    Quarantined,
 }
 
 /// A notice: its kind, summary and body.
@@ -74,6 +76,11 @@ pub fn notice_for(ev: &Event) -> Option<Notice> {
             kind: Kind::Degraded,
             summary: "swictation is running degraded".to_owned(),
             body: "A worker keeps failing; see `swictation status`.".to_owned(),
+        }),
+        Event::Quarantined { reason, path, .. } => Some(Notice {
+            kind: Kind::Quarantined,
+            summary: "swictation: a piece of speech was set aside".to_owned(),
+            body: format!("It could not be transcribed ({reason}); its audio is kept at {path}."),
         }),
         // Never the text: that it exists, and where to find it.
         Event::Recovered { .. } => Some(Notice {
@@ -211,6 +218,18 @@ mod tests {
         assert_eq!(n.kind, Kind::Recovered);
         assert!(n.body.contains("swictation recovered"), "{}", n.body);
         assert!(!format!("{}{}", n.summary, n.body).contains("secret"));
+        let set_aside = Event::Quarantined {
+            segment: 3,
+            reason: "the asr worker died twice on it".into(),
+            path: "/q/3.wav".into(),
+        };
+        let n = notice_for(&set_aside).expect("a quarantine is noticed");
+        assert_eq!(n.kind, Kind::Quarantined);
+        assert!(
+            n.body.contains("died twice") && n.body.contains("/q/3.wav"),
+            "{}",
+            n.body
+        );
         for quiet in [
             Event::Transcript {
                 index: 0,

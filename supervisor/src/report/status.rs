@@ -285,6 +285,15 @@ pub enum Event {
         /// The text.
         text: String,
     },
+    /// A segment was set aside (quarantined) instead of transcribed.
+    Quarantined {
+        /// Running segment number.
+        segment: u64,
+        /// Why (never text).
+        reason: String,
+        /// Where its WAV and JSON are kept.
+        path: String,
+    },
     /// The journal could not keep speech, or found entries it could not read.
     JournalProblem {
         /// What, in words.

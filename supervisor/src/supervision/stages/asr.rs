@@ -12,6 +12,7 @@ use swictation_proto::{Role, SAMPLE_RATE};
 use tokio::sync::{mpsc, watch};
 
 use super::{command, recv_opt, set_degraded, Inbox, PipelineConfig, Queued, Shared, StageCommand};
+use crate::report::status::Event;
 use crate::supervision::engine::SegmentText;
 use crate::supervision::placer::{Hold, Order};
 use crate::supervision::supervised::{CallError, Supervised};
@@ -275,14 +276,20 @@ impl<D: FnMut(SegmentText) + Send + 'static> AsrStage<D> {
             // The quarantine holds it now.
             j.retire(id);
         }
+        let at = path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|e| format!("(not written: {e:#})"));
         crate::log_error!(
-            "segment {} set aside ({reason}); quarantined at {}",
-            seg.index,
-            path.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|e| format!("(not written: {e:#})"))
+            "segment {} set aside ({reason}); quarantined at {at}",
+            seg.index
         );
         self.shared.board.update(|s| s.quarantined += 1);
+        self.shared.board.emit(Event::Quarantined {
+            segment: seg.index,
+            reason: reason.to_owned(),
+            path: at,
+        });
     }
 }
 
