@@ -425,6 +425,20 @@ pub fn subscribed_transcripts(sub: &DaemonProcess) -> Vec<String> {
         .collect()
 }
 
+/// Waits (10 s at most: the terminal copies at its pace) for `file` to hold `want`; what it holds.
+pub fn wait_for_text(file: &Path, want: &str) -> String {
+    let start = Instant::now();
+    let mut got = String::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        got = std::fs::read_to_string(file).unwrap_or_default();
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    got
+}
+
 /// The non-empty lines of a daemon's output, trimmed: its transcripts.
 pub fn transcript_lines(out: &str) -> Vec<String> {
     out.lines()

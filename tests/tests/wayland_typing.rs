@@ -229,20 +229,6 @@ impl Drop for Sway {
     }
 }
 
-/// Waits (10 s at most: the terminal copies at its pace) for `file` to hold `want`; what it holds.
-fn wait_for_text(file: &Path, want: &str) -> String {
-    let start = Instant::now();
-    let mut got = String::new();
-    while start.elapsed() < Duration::from_secs(10) {
-        got = std::fs::read_to_string(file).unwrap_or_default();
-        if got == want {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    got
-}
-
 /// The daemon dictating `clips` (paced as speech) into the Wayland session `sway`.
 fn dictate(env: &TestEnv, sway: &Sway, mode: &str, clips: &[&Path]) -> (Vec<String>, String) {
     let mut daemon = DaemonProcess::spawn(

@@ -144,15 +144,7 @@ fn transcripts_of_real_speech_are_typed_into_an_xterm() {
     assert_eq!(texts.len(), 2, "{texts:?}\n{log}");
     let want = format!("{} {} ", texts[0], texts[1]);
     // Typing is done when the daemon has exited; the terminal may still be copying.
-    let start = Instant::now();
-    let mut got = String::new();
-    while start.elapsed() < Duration::from_secs(10) {
-        got = std::fs::read_to_string(&typed).unwrap_or_default();
-        if got == want {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let got = wait_for_text(&typed, &want);
     let _ = term.kill();
     let _ = term.wait();
     eprintln!("typed {} characters: {got:?}", got.chars().count());
@@ -294,15 +286,7 @@ fn non_ascii_transcripts_are_pasted_into_an_xterm_and_the_clipboard_put_back() {
     let texts = subscribed_transcripts(&sub);
     assert_eq!(texts.len(), 1, "{texts:?}");
     let want = format!("{} ", texts[0]);
-    let start = Instant::now();
-    let mut got = String::new();
-    while start.elapsed() < Duration::from_secs(10) {
-        got = std::fs::read_to_string(&pasted).unwrap_or_default();
-        if got == want {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let got = wait_for_text(&pasted, &want);
     let _ = term.kill();
     let _ = term.wait();
     assert_eq!(
